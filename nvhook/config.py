@@ -1,0 +1,169 @@
+"""config.toml → a frozen Config with defaults; every host lookup is rooted by it."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from nvhook.errors import NvhookError
+from nvhook.model import ALL_CAPABILITIES
+
+DEFAULT_CONFIG_PATH = "/etc/nvhook/config.toml"
+
+# Relative to the driver root. Covers a plain Debian/Ubuntu/RHEL host and the driver-root
+# layouts of GKE and the GPU operator (everything under bin/, lib64/, firmware/).
+DEFAULT_LIBRARY_DIRS = (
+    "usr/lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu/nvidia/current", "usr/lib64",
+    "lib64", "usr/lib", "lib", "lib/x86_64-linux-gnu",
+)
+DEFAULT_LIBRARY32_DIRS = ("usr/lib/i386-linux-gnu", "usr/lib32", "lib32", "lib/i386-linux-gnu")
+DEFAULT_BINARY_DIRS = ("usr/bin", "usr/sbin", "bin", "sbin", "usr/local/bin", "usr/local/sbin")
+DEFAULT_FIRMWARE_DIRS = ("lib/firmware", "usr/lib/firmware", "firmware")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    # Top level: the same names as NVIDIA's config.toml, so users recognise them.
+    disable_require: bool = False
+    swarm_resource: str = ""
+    accept_envvar_unprivileged: bool = True
+    accept_volume_mounts: bool = False
+    supported_capabilities: tuple[str, ...] = ALL_CAPABILITIES
+    # [host]
+    driver_root: str = "/"
+    dev_root: str = "/"
+    proc_root: str = "/proc"
+    ldcache: str = ""                       # "" → <driver-root>/etc/ld.so.cache
+    library_dirs: tuple[str, ...] = DEFAULT_LIBRARY_DIRS
+    library32_dirs: tuple[str, ...] = DEFAULT_LIBRARY32_DIRS
+    binary_dirs: tuple[str, ...] = DEFAULT_BINARY_DIRS
+    firmware_dirs: tuple[str, ...] = DEFAULT_FIRMWARE_DIRS
+    persistenced_socket: str = "/var/run/nvidia-persistenced/socket"
+    fabricmanager_socket: str = "/var/run/nvidia-fabricmanager/socket"
+    mps_pipe_dir: str = "/tmp/nvidia-mps"
+    # [nvml]
+    nvml_timeout: float = 5.0
+    # [hook]
+    ldconfig: str = "@/sbin/ldconfig"
+    no_cgroups: bool = False
+    helper: str = ""                        # "" → found next to the package / libexec
+    debug_log: str = ""
+    # [runtime]
+    runtimes: tuple[str, ...] = ("runc", "crun")
+    runtime_mode: str = "spec"
+    # where it was read from ("" = built-in defaults)
+    source: str = field(default="", compare=False)
+
+    def host_path(self, root: str, path: str) -> str:
+        """``path`` (absolute, as on a normal host) under one of the configured roots."""
+        if root in ("", "/"):
+            return path
+        return os.path.join(root, path.lstrip("/"))
+
+    @property
+    def ldcache_path(self) -> str:
+        return self.ldcache or self.host_path(self.driver_root, "/etc/ld.so.cache")
+
+
+# toml key → (section, attribute)
+_KEYS: dict[tuple[str, str], str] = {
+    ("", "disable-require"): "disable_require",
+    ("", "swarm-resource"): "swarm_resource",
+    ("", "accept-nvidia-visible-devices-envvar-when-unprivileged"): "accept_envvar_unprivileged",
+    ("", "accept-nvidia-visible-devices-as-volume-mounts"): "accept_volume_mounts",
+    ("", "supported-driver-capabilities"): "supported_capabilities",
+    ("host", "driver-root"): "driver_root",
+    ("host", "dev-root"): "dev_root",
+    ("host", "proc-root"): "proc_root",
+    ("host", "ldcache"): "ldcache",
+    ("host", "library-dirs"): "library_dirs",
+    ("host", "library32-dirs"): "library32_dirs",
+    ("host", "binary-dirs"): "binary_dirs",
+    ("host", "firmware-dirs"): "firmware_dirs",
+    ("host", "persistenced-socket"): "persistenced_socket",
+    ("host", "fabricmanager-socket"): "fabricmanager_socket",
+    ("host", "mps-pipe-dir"): "mps_pipe_dir",
+    ("nvml", "timeout"): "nvml_timeout",
+    ("hook", "ldconfig"): "ldconfig",
+    ("hook", "no-cgroups"): "no_cgroups",
+    ("hook", "helper"): "helper",
+    ("hook", "debug"): "debug_log",
+    ("runtime", "runtimes"): "runtimes",
+    ("runtime", "mode"): "runtime_mode",
+}
+_TYPES = {f.name: f.type for f in fields(Config)}
+
+
+def _coerce(path: str, key: str, attr: str, value: Any) -> Any:
+    kind = _TYPES[attr]
+    fix = f"correct '{key}' in {path}"
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise NvhookError(f"config {path}: '{key}' must be true or false, not {value!r}", fix)
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise NvhookError(f"config {path}: '{key}' must be a positive number, not {value!r}",
+                              fix)
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise NvhookError(f"config {path}: '{key}' must be a string, not {value!r}", fix)
+        return value
+    # tuple[str, ...]: a TOML array, or (for capabilities, as NVIDIA writes it) a comma list
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise NvhookError(f"config {path}: '{key}' must be a list of strings, not {value!r}", fix)
+    return tuple(value)
+
+
+def config_path(explicit: str | None, environ: dict[str, str] | os._Environ[str]) -> str | None:
+    """--config, else $NVHOOK_CONFIG, else the default file (None if that is absent)."""
+    if explicit:
+        return explicit
+    from_env = environ.get("NVHOOK_CONFIG", "")
+    if from_env:
+        return from_env
+    return DEFAULT_CONFIG_PATH if os.path.exists(DEFAULT_CONFIG_PATH) else None
+
+
+def load_config(path: str | None) -> Config:
+    """Read a config file; None gives the built-in defaults. Unknown keys are errors."""
+    if path is None:
+        return Config()
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise NvhookError(f"config file {path} does not exist",
+                          "create it, or point --config / NVHOOK_CONFIG at an existing file")
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise NvhookError(f"cannot read config file {path}: {e}",
+                          "fix the TOML syntax (see docs/configuration.md)") from None
+    values: dict[str, Any] = {"source": path}
+    for section, table in _walk(data):
+        for key, value in table.items():
+            attr = _KEYS.get((section, key))
+            if attr is None:
+                name = f"{section}.{key}" if section else key
+                raise NvhookError(f"config {path}: unknown key '{name}'",
+                                  "remove it or fix its spelling (docs/configuration.md lists "
+                                  "every key)")
+            values[attr] = _coerce(path, key, attr, value)
+    caps = values.get("supported_capabilities", ALL_CAPABILITIES)
+    unknown = sorted(set(caps) - set(ALL_CAPABILITIES))
+    if unknown:
+        raise NvhookError(f"config {path}: supported-driver-capabilities names unknown "
+                          f"capabilities {','.join(unknown)}",
+                          f"use only {','.join(ALL_CAPABILITIES)}")
+    return Config(**values)
+
+
+def _walk(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    top = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    out = [("", top)]
+    out += [(k, v) for k, v in data.items() if isinstance(v, dict)]
+    return out

@@ -1,0 +1,91 @@
+"""The install step: build the C helper and write the launchers that runtimes execute.
+
+A launcher is a three-line Python script started with ``-I -S`` (isolated, no site): the
+runtime's environment (PYTHONPATH, PYTHONHOME, user site) cannot change what it imports,
+and skipping site saves start-up time. The directories that hold nvhook and its
+dependencies are therefore written into the launcher when it is installed.
+
+    python3 -m nvhook.install [--prefix /usr/local] [--helper-dir DIR] [--python PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+
+HOOK_ALIASES = ("nvidia-container-runtime-hook",)
+DEFAULT_HELPER_DIR = "/usr/libexec/nvhook"
+
+
+def module_dirs() -> list[str]:
+    """sys.path entries that hold nvhook and the third-party packages it imports."""
+    dirs: list[str] = []
+    for name in ("nvhook", "cffi", "_cffi_backend", "elftools", "prctl", "_prctl"):
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            if name in ("nvhook", "cffi", "_cffi_backend", "elftools"):
+                raise SystemExit(f"nvhook install: cannot import {name}; install it first "
+                                 "(Debian: apt-get install python3-cffi python3-pyelftools)")
+            continue
+        origin = os.path.abspath(spec.origin)
+        if spec.submodule_search_locations:          # a package: its parent dir
+            origin = os.path.dirname(origin)
+        d = os.path.dirname(origin)
+        if d not in dirs:
+            dirs.append(d)
+    return dirs
+
+
+def launcher_text(python: str, dirs: list[str]) -> str:
+    return (f"#!{python} -IS\n"
+            "import sys\n"
+            f"sys.path[:0] = {dirs!r}\n"
+            "from nvhook.cli import main\n"
+            "sys.exit(main())\n")
+
+
+def write_launcher(path: str, python: str, dirs: list[str]) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(launcher_text(python, dirs))
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, path)
+
+
+def build_helper(source_dir: str, output: str) -> None:
+    """Compile csrc/ into ``output`` with the project's build script."""
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    subprocess.run(["sh", os.path.join(source_dir, "build.sh"), output], check=True,
+                   cwd=os.path.dirname(source_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m nvhook.install")
+    parser.add_argument("--prefix", default="/usr/local",
+                        help="launchers go to PREFIX/bin (default /usr/local)")
+    parser.add_argument("--helper-dir", default=DEFAULT_HELPER_DIR)
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter the launchers use (default: this one)")
+    parser.add_argument("--no-helper", action="store_true", help="skip compiling the helper")
+    opts = parser.parse_args(argv)
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    csrc = os.path.join(repo, "csrc")
+    if not opts.no_helper:
+        helper = os.path.join(opts.helper_dir, "nvhook-helper")
+        build_helper(csrc, helper)
+        print(f"built {helper}")
+    bindir = os.path.join(opts.prefix, "bin")
+    os.makedirs(bindir, exist_ok=True)
+    dirs = module_dirs()
+    for name in ("nvhook",) + HOOK_ALIASES:
+        path = os.path.join(bindir, name)
+        write_launcher(path, opts.python, dirs)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Request × Inventory × container layout → Plan: what to inject, decided without I/O.
+
+The rules are libnvidia-container's (upstream.md §3): which libraries, binaries, nodes and
+/proc entries each capability brings, where they go in the container, and with which flags.
+"""
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from nvhook import require
+from nvhook.errors import NvhookError
+from nvhook.model import (
+    DeviceNode, Gpu, HostDeviceNode, Inventory, MigDevice, Mount, Plan, ProcMask, Request,
+    Symlink,
+)
+from nvhook.rootfs import Layout
+from nvhook.select import Selection, check_mig_management, select_devices
+
+# Mount options per kind of file (upstream.md §3.11). "bind" first: it is how they are made.
+LIB_OPTIONS = ("bind", "ro", "nosuid", "nodev")
+BIN_OPTIONS = LIB_OPTIONS
+FIRMWARE_OPTIONS = LIB_OPTIONS
+IPC_OPTIONS = ("bind", "nosuid", "nodev", "noexec")
+PROC_OPTIONS = ("bind", "ro", "nosuid", "nodev", "noexec")
+
+NVIDIA_MAJOR = 195
+CTL_MINOR = 255
+MODESET_MINOR = 254
+
+
+def library_groups(capabilities: frozenset[str]) -> frozenset[str]:
+    """Capability → library groups (libnvidia-container's options.h, upstream §3.1)."""
+    groups = set(capabilities & {"utility", "compute", "video", "graphics", "ngx"})
+    if "video" in capabilities:
+        groups.add("compute")
+    if "display" in capabilities:
+        groups.add("graphics")
+    return frozenset(groups)
+
+
+def build_plan(request: Request, inventory: Inventory, layout: Layout) -> Plan:
+    """Decide everything the container gets; raises NvhookError for unmet requests."""
+    selection = select_devices(request.devices, inventory.gpus)
+    check_mig_management(request, selection)
+    require.check(request.requirements, cuda=inventory.cuda_version,
+                  driver=inventory.driver_version, gpus=selection.gpus)
+    caps = request.capabilities
+    groups = library_groups(caps)
+
+    nodes = _device_nodes(request, inventory, selection, groups)
+    mounts: list[Mount] = []
+    symlinks: list[Symlink] = []
+
+    lib_names: set[str] = set()
+    lib32 = False
+    for lib in inventory.libraries:
+        if lib.group not in groups:
+            continue
+        if lib.bits == 32:
+            if "compat32" not in caps:
+                continue
+            lib32 = True
+            dest = posixpath.join(layout.lib32_dir, lib.name)
+        else:
+            lib_names.add(lib.name)
+            dest = posixpath.join(layout.lib_dir, lib.name)
+        mounts.append(Mount(lib.host_path, dest, LIB_OPTIONS))
+    for item in inventory.binaries:
+        if item.group in groups:
+            mounts.append(Mount(item.host_path, item.container_path, BIN_OPTIONS))
+    for item in inventory.ipc:
+        if item.group in groups:
+            mounts.append(Mount(item.host_path, item.container_path, IPC_OPTIONS))
+    if groups:
+        # GSP firmware: the driver inside needs it whatever the capability (libnvc §3.5).
+        for item in inventory.firmware:
+            mounts.append(Mount(item.host_path, item.container_path, FIRMWARE_OPTIONS))
+
+    symlinks.extend(_symlinks(layout.lib_dir, lib_names, inventory.driver_version))
+
+    proc_mask = None
+    proc_mounts: list[Mount] = []
+    if inventory.proc_driver_dir:
+        proc_mask = ProcMask(
+            host_dir=inventory.proc_driver_dir,
+            files=("params", "version", "registry"),
+            gpu_bus_ids=tuple(g.bus_id for g in selection.gpus),
+        )
+        proc_mounts = _mig_proc_mounts(request, inventory, selection)
+
+    ldconfig_dirs: tuple[str, ...] = ()
+    if lib_names or lib32:
+        ldconfig_dirs = (layout.lib_dir,) + ((layout.lib32_dir,) if lib32 else ())
+    return Plan(
+        device_nodes=tuple(nodes),
+        mounts=tuple(_dedupe(mounts + proc_mounts)),
+        symlinks=tuple(symlinks),
+        proc_mask=proc_mask,
+        ldconfig_dirs=ldconfig_dirs,
+    )
+
+
+def _dedupe(mounts: list[Mount]) -> list[Mount]:
+    seen: dict[str, Mount] = {}
+    for m in mounts:
+        seen.setdefault(m.container_path, m)
+    return list(seen.values())
+
+
+def _node(host: HostDeviceNode) -> DeviceNode:
+    return DeviceNode(path=host.path, host_path=host.host_path, major=host.major,
+                      minor=host.minor, file_mode=host.mode)
+
+
+def _device_nodes(request: Request, inventory: Inventory, selection: Selection,
+                  groups: frozenset[str]) -> list[DeviceNode]:
+    by_path = {n.path: n for n in inventory.device_nodes}
+    nodes: list[DeviceNode] = []
+
+    def need(path: str, required: bool, fix: str) -> None:
+        host = by_path.get(path)
+        if host is None:
+            if required:
+                raise NvhookError(f"device node {path} is missing on the host", fix)
+            return
+        nodes.append(_node(host))
+
+    modprobe = ("load the NVIDIA kernel modules and create the nodes (nvidia-modprobe, or "
+                "`nvidia-ctk system create-device-nodes --control-devices`), or set "
+                "host.dev-root in the nvhook config")
+    need("/dev/nvidiactl", True, modprobe)
+    if "compute" in groups:   # only compute needs UVM (video brings compute, upstream §3.6)
+        need("/dev/nvidia-uvm", False, modprobe)
+        need("/dev/nvidia-uvm-tools", False, modprobe)
+    if "display" in request.capabilities:
+        need("/dev/nvidia-modeset", False, modprobe)
+    for gpu in selection.gpus:
+        need(f"/dev/nvidia{gpu.minor}", True, modprobe)
+    for mig in selection.mig_devices:
+        for name in _mig_cap_names(mig, selection.gpus):
+            minor = inventory.mig_minors.get(name)
+            if minor is not None:
+                need(f"/dev/nvidia-caps/nvidia-cap{minor}", False, modprobe)
+    for name, wanted in (("config", request.mig_config), ("monitor", request.mig_monitor)):
+        if wanted:
+            minor = inventory.mig_minors.get(name)
+            if minor is not None:
+                need(f"/dev/nvidia-caps/nvidia-cap{minor}", False, modprobe)
+    for channel in request.imex_channels:
+        need(f"/dev/nvidia-caps-imex-channels/channel{channel}", True,
+             f"create IMEX channel {channel} on the host (nvidia-modprobe -i {channel}) or "
+             "remove it from NVIDIA_IMEX_CHANNELS")
+    return nodes
+
+
+def _parent(mig: MigDevice, gpus: tuple[Gpu, ...]) -> Gpu:
+    return next(g for g in gpus if g.index == mig.parent_index)
+
+
+def _mig_cap_names(mig: MigDevice, gpus: tuple[Gpu, ...]) -> tuple[str, str]:
+    """Keys of /proc/driver/nvidia-caps/mig-minors for a MIG device's GI and CI access."""
+    minor = _parent(mig, gpus).minor
+    gi = f"gpu{minor}/gi{mig.gpu_instance}/access"
+    ci = f"gpu{minor}/gi{mig.gpu_instance}/ci{mig.compute_instance}/access"
+    return gi, ci
+
+
+def _mig_proc_mounts(request: Request, inventory: Inventory,
+                     selection: Selection) -> list[Mount]:
+    """MIG access files (per device) or the whole capabilities dir (config/monitor)."""
+    base = inventory.proc_driver_dir
+    out: list[Mount] = []
+    if request.mig_config or request.mig_monitor:
+        out.append(Mount(posixpath.join(base, "capabilities"),
+                         "/proc/driver/nvidia/capabilities", PROC_OPTIONS))
+        return out
+    for mig in selection.mig_devices:
+        for name in _mig_cap_names(mig, selection.gpus):
+            rel = posixpath.join("capabilities", name)
+            out.append(Mount(posixpath.join(base, rel),
+                             posixpath.join("/proc/driver/nvidia", rel), PROC_OPTIONS))
+    return out
+
+
+def _symlinks(lib_dir: str, lib_names: set[str], version: str) -> list[Symlink]:
+    """The few development links libnvidia-container makes (upstream §3.9).
+
+    SONAME links (libcuda.so.1 → libcuda.so.<v>) are made by the ldconfig run.
+    """
+    out = []
+    if f"libcuda.so.{version}" in lib_names:
+        out.append(Symlink("libcuda.so.1", posixpath.join(lib_dir, "libcuda.so")))
+    if f"libGLX_nvidia.so.{version}" in lib_names:
+        out.append(Symlink(f"libGLX_nvidia.so.{version}",
+                           posixpath.join(lib_dir, "libGLX_indirect.so.0")))
+    if f"libnvidia-opticalflow.so.{version}" in lib_names:
+        out.append(Symlink("libnvidia-opticalflow.so.1",
+                           posixpath.join(lib_dir, "libnvidia-opticalflow.so")))
+    return out
+
+
+# ---------------------------------------------------------------------------- JSON
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    """The Plan with CDI containerEdits field names, plus what CDI cannot say."""
+    edits: dict[str, Any] = {
+        "deviceNodes": [
+            {"path": n.path, "hostPath": n.host_path, "type": n.type, "major": n.major,
+             "minor": n.minor, "fileMode": n.file_mode, "permissions": n.permissions}
+            for n in plan.device_nodes
+        ],
+        "mounts": [
+            {"hostPath": m.host_path, "containerPath": m.container_path,
+             "options": list(m.options)}
+            for m in plan.mounts
+        ],
+        "env": list(plan.env),
+        # In hook mode nvhook itself does what a spec cannot say; the runtime shim adds
+        # its own hooks when it writes a Plan into config.json.
+        "hooks": [],
+    }
+    extra: dict[str, Any] = {
+        "symlinks": [{"target": s.target, "link": s.link} for s in plan.symlinks],
+        "ldconfigDirs": list(plan.ldconfig_dirs),
+        "cgroupRules": list(plan.cgroup_rules),
+        "procMask": None if plan.proc_mask is None else {
+            "hostDir": plan.proc_mask.host_dir,
+            "containerDir": plan.proc_mask.container_dir,
+            "files": list(plan.proc_mask.files),
+            "gpuBusIds": list(plan.proc_mask.gpu_bus_ids),
+        },
+    }
+    return {"containerEdits": edits, "nvhook": extra}
+

@@ -1,0 +1,25 @@
+#!/bin/bash
+# Set nvhook up on a Debian 12 / Ubuntu 24.04 host, as root: the packages it and its tests
+# use, the C helper (/usr/libexec/nvhook/nvhook-helper) and the launchers
+# (/usr/local/bin/nvhook, /usr/local/bin/nvidia-container-runtime-hook).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  python3 python3-cffi python3-pyelftools python3-prctl python3-pyroute2  # nvhook itself
+  gcc libc6-dev                                                           # the C helper
+  python3-pytest python3-hypothesis gcc-multilib busybox-static runc      # tests, fake driver, demo
+  util-linux procps kmod jq ca-certificates
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+/usr/bin/python3 -m nvhook.install --python /usr/bin/python3 --prefix /usr/local
