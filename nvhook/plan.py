@@ -176,8 +176,9 @@ def _mig_proc_mounts(request: Request, inventory: Inventory,
                          "/proc/driver/nvidia/capabilities", PROC_OPTIONS))
         return out
     for mig in selection.mig_devices:
-        for name in _mig_cap_names(mig, selection.gpus):
-            rel = posixpath.join("capabilities", name)
+        minor = _parent(mig, selection.gpus).minor
+        gi = f"capabilities/gpu{minor}/mig/gi{mig.gpu_instance}"
+        for rel in (f"{gi}/access", f"{gi}/ci{mig.compute_instance}/access"):
             out.append(Mount(posixpath.join(base, rel),
                              posixpath.join("/proc/driver/nvidia", rel), PROC_OPTIONS))
     return out

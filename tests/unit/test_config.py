@@ -1,0 +1,62 @@
+"""config.toml loading: defaults, every key, and one-line errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nvhook.config import Config, config_path, load_config
+from nvhook.errors import NvhookError
+
+
+def test_defaults_without_a_file() -> None:
+    c = load_config(None)
+    assert c == Config()
+    assert c.ldcache_path == "/etc/ld.so.cache"
+    assert c.accept_envvar_unprivileged is True and c.nvml_timeout == 5.0
+
+
+def test_every_section(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('''
+disable-require = true
+supported-driver-capabilities = "utility,compute"
+[host]
+driver-root = "/run/nvidia/driver"
+library-dirs = ["lib64"]
+[nvml]
+timeout = 2
+[hook]
+no-cgroups = true
+''')
+    c = load_config(str(p))
+    assert c.disable_require and c.no_cgroups
+    assert c.supported_capabilities == ("utility", "compute")
+    assert c.library_dirs == ("lib64",) and c.nvml_timeout == 2.0
+    assert c.ldcache_path == "/run/nvidia/driver/etc/ld.so.cache"
+    assert c.host_path(c.driver_root, "/usr/bin/x") == "/run/nvidia/driver/usr/bin/x"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("bogus = 1", "unknown key 'bogus'"),
+    ("[hook]\nno-cgroups = 'yes'", "must be true or false"),
+    ("[nvml]\ntimeout = -1", "positive number"),
+    ("supported-driver-capabilities = 'compute,magic'", "magic"),
+    ("[host\n", "cannot read config file"),
+])
+def test_bad_files_give_one_line(tmp_path: Path, text: str, needle: str) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(NvhookError) as e:
+        load_config(str(p))
+    assert needle in str(e.value) and "\n" not in str(e.value) and "fix:" in str(e.value)
+
+
+def test_missing_explicit_file(tmp_path: Path) -> None:
+    with pytest.raises(NvhookError, match="does not exist"):
+        load_config(str(tmp_path / "nope.toml"))
+
+
+def test_config_path_precedence() -> None:
+    assert config_path("/a", {"NVHOOK_CONFIG": "/b"}) == "/a"
+    assert config_path(None, {"NVHOOK_CONFIG": "/b"}) == "/b"
