@@ -1,0 +1,1 @@
+"""Unit tests: the pure parts of nvhook, fast, no root or GPU needed."""
