@@ -91,7 +91,7 @@ _KEYS: dict[tuple[str, str], str] = {
     ("runtime", "runtimes"): "runtimes",
     ("runtime", "mode"): "runtime_mode",
 }
-_TYPES = {f.name: f.type for f in fields(Config)}
+_TYPES = {f.name: str(f.type) for f in fields(Config)}
 
 
 def _coerce(path: str, key: str, attr: str, value: Any) -> Any:
