@@ -233,9 +233,14 @@ def find_libraries(config: Config, driver_version: str,
 def _from_cache(root: str, entries: list[ldcache.CacheEntry], suffix: str,
                 arch: int) -> list[tuple[str, str | None]]:
     keys: dict[str, list[str]] = {}        # real file → cache keys naming it, in cache order
+    missing: list[str] = []
     for entry in entries:
         real = resolve_in_root(root, root_relative(entry.value, root))
-        if real is None or not os.path.basename(real).endswith(suffix):
+        if real is None:
+            if _names_this_driver(root, root_relative(entry.value, root), suffix):
+                missing.append(entry.value)
+            continue
+        if not os.path.basename(real).endswith(suffix):
             continue
         if real not in keys:
             # The cache's arch flag is ldconfig's word; the file may have changed since.
@@ -243,7 +248,28 @@ def _from_cache(root: str, entries: list[ldcache.CacheEntry], suffix: str,
                 continue
             keys[real] = []
         keys[real].append(entry.key)
+    if not keys and missing:
+        # The cache names this driver's library but the file is gone: a half-removed or
+        # half-upgraded driver. Injecting the rest would give a container that fails later.
+        raise NvhookError(
+            f"driver library {missing[0]} is listed in the ld.so.cache but missing",
+            "reinstall the NVIDIA driver, or refresh the cache with `ldconfig` "
+            "(`nvhook list` shows what nvhook injects)")
     return [(real, _soname(names)) for real, names in keys.items()]
+
+
+def _names_this_driver(root: str, path: str, suffix: str) -> bool:
+    """Whether a dangling cache path was this driver's library (by name or link target)."""
+    if os.path.basename(path).endswith(suffix):
+        return True
+    parent = resolve_in_root(root, os.path.dirname(path))
+    if parent is None:
+        return False
+    try:
+        target = os.readlink(os.path.join(parent, os.path.basename(path)))
+    except OSError:
+        return False
+    return os.path.basename(target).endswith(suffix)
 
 
 def _soname(keys: list[str]) -> str | None:

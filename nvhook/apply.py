@@ -1,0 +1,210 @@
+"""Plan → nvhook-helper: encode the plan (docs/contracts.md §2), run the helper in a clean
+environment, and turn its one-line failure into an NvhookError with a fix.
+
+The helper, not this module, hardens itself (bounding set, capabilities, no_new_privs) as the
+first thing it does: that needs no third-party import on the hook's path and no preexec_fn
+(which is unsafe once a thread exists, e.g. an NVML watchdog, and disables posix_spawn).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable
+
+from nvhook.config import Config
+from nvhook.errors import NvhookError
+from nvhook.model import Container, Plan
+
+PROTOCOL_VERSION = 1
+LIBEXEC_HELPER = "/usr/libexec/nvhook/nvhook-helper"
+REPO_HELPER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "build", "nvhook-helper")
+# ldconfig alone may take 10 s (the helper's limit); mounts take milliseconds.
+HELPER_TIMEOUT = 60.0
+
+# The first word of the helper's line (before any "-") → what the user can do about it.
+_FIXES = {
+    "input": "this is a bug in nvhook (its helper could not read the plan); report it with the "
+             "output of `nvhook plan --json`",
+    "usage": "reinstall nvhook: the helper and the Python package come from different builds",
+    "harden": "run the hook as root with the runtime's usual capabilities",
+    "setns": "register nvhook as a prestart or createRuntime hook (they get the container's "
+             "host pid), not createContainer",
+    "rootfs": "check root.path in the bundle's config.json",
+    "device": "load the NVIDIA driver and recreate its device nodes (nvidia-modprobe), or "
+              "correct [host] dev-root in the nvhook config",
+    "mount": "check the driver installation (`nvhook list` shows every file nvhook injects) "
+             "and that the image has no conflicting file at that path",
+    "symlink": "remove the conflicting directory from the image",
+    "procmask": "check /proc/driver/nvidia on the host (or [host] proc-root in the nvhook "
+                "config)",
+    "cgroup": "rootless containers need [hook] no-cgroups = true; otherwise check the "
+              "container's devices cgroup",
+    "ldconfig": "point [hook] ldconfig at the host's static ldconfig (e.g. \"@/sbin/ldconfig\") "
+                "and make sure the image's /etc is writable",
+}
+_DEFAULT_FIX = "run the hook with [hook] debug = \"/path/to/log\" and check the helper's steps"
+
+
+def apply_plan(plan: Plan, container: Container, config: Config) -> None:
+    """Inject ``plan`` into the (created, not yet started) container; undone on failure."""
+    pid = container.pid
+    if pid is None or pid <= 1:
+        raise NvhookError(f"state pid {pid} is not a host pid: nvhook must run as a prestart or "
+                          "createRuntime hook", _FIXES["setns"])
+    helper = find_helper(config)
+    ldconfig = resolve_ldconfig(config.ldconfig) if plan.ldconfig_dirs else None
+    text = render_input(plan, pid=pid, rootfs=container.rootfs, owner=container_owner(pid),
+                        cgroup_rules=() if config.no_cgroups else plan.cgroup_rules,
+                        ldconfig=ldconfig)
+    run_helper(helper, text, debug_log=config.debug_log)
+
+
+# ---------------------------------------------------------------------------- lookups
+def find_helper(config: Config) -> str:
+    """config.helper, else the installed one, else this checkout's build/ (absolute paths)."""
+    if config.helper:
+        if not os.path.isabs(config.helper):
+            raise NvhookError(f"[hook] helper '{config.helper}' is not an absolute path",
+                              "give the absolute path of nvhook-helper")
+        if not os.access(config.helper, os.X_OK):
+            raise NvhookError(f"[hook] helper {config.helper} is missing or not executable",
+                              "correct [hook] helper, or rebuild it: sh csrc/build.sh PATH")
+        return config.helper
+    for candidate in (LIBEXEC_HELPER, REPO_HELPER):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise NvhookError(f"nvhook-helper not found (looked for {LIBEXEC_HELPER} and "
+                      f"{REPO_HELPER})",
+                      "run the install step (python3 -m nvhook.install), or set [hook] helper")
+
+
+def resolve_ldconfig(setting: str) -> str:
+    """"@/sbin/ldconfig" → that host path, or its ".real" sibling where one exists.
+
+    Debian and Ubuntu have shipped /sbin/ldconfig as a shell wrapper around ldconfig.real,
+    and a script cannot run in the container root; the helper refuses non-ELF and dynamic
+    executables anyway, this just picks the right file.
+    """
+    if not setting.startswith("@"):
+        raise NvhookError(f"[hook] ldconfig '{setting}' names a path inside the container; "
+                          "running the image's own ldconfig is not supported",
+                          "use a host path with a leading '@', e.g. \"@/sbin/ldconfig\"")
+    path = setting[1:]
+    if not os.path.isabs(path):
+        raise NvhookError(f"[hook] ldconfig '{setting}' is not an absolute host path",
+                          "use e.g. \"@/sbin/ldconfig\"")
+    if not path.endswith(".real") and os.path.exists(path + ".real"):
+        return path + ".real"
+    return path
+
+
+def container_owner(pid: int) -> tuple[int, int]:
+    """uid and gid owning the container init's /proc entry (the host's /proc, as in libnvc)."""
+    try:
+        st = os.stat(f"/proc/{pid}")
+    except OSError as e:
+        raise NvhookError(f"container process {pid} is gone ({e.strerror})",
+                          "the runtime stopped the container; check its log") from None
+    return st.st_uid, st.st_gid
+
+
+# ---------------------------------------------------------------------------- encoding
+def _field(value: str, what: str) -> str:
+    if any(c in value for c in "\t\n\r\0"):
+        raise NvhookError(f"{what} {value!r} contains a tab, newline or NUL, which nvhook "
+                          "cannot pass to its helper",
+                          "rename the file or directory (check the driver root and the image)")
+    return value
+
+
+def _list(values: Iterable[str], what: str) -> str:
+    items = [_field(v, what) for v in values]
+    for v in items:
+        if "," in v or not v:
+            raise NvhookError(f"{what} {v!r} is empty or contains a comma",
+                              "rename it (check the driver's /proc/driver/nvidia)")
+    return ",".join(items)
+
+
+def _line(*fields: str) -> str:
+    return "\t".join(fields) + "\n"
+
+
+def render_input(plan: Plan, *, pid: int, rootfs: str, owner: tuple[int, int] | None,
+                 cgroup_rules: Iterable[str] = (), ldconfig: str | None = None) -> str:
+    """The helper's stdin for ``plan`` (docs/contracts.md §2). Pure."""
+    out = [_line("version", str(PROTOCOL_VERSION)), _line("pid", str(pid)),
+           _line("rootfs", _field(rootfs, "rootfs"))]
+    if owner is not None:
+        out.append(_line("owner", str(owner[0]), str(owner[1])))
+    for node in plan.device_nodes:
+        out.append(_line("device", _field(node.path, "device path"),
+                         _field(node.host_path, "device host path"), str(node.major),
+                         str(node.minor), f"{node.file_mode & 0o7777:o}", node.type))
+    for m in plan.mounts:
+        options = list(m.options)
+        if "bind" not in options and "rbind" not in options:
+            options.insert(0, "bind")
+        out.append(_line("mount", _field(m.container_path, "mount path"),
+                         _field(m.host_path, "mount host path"),
+                         _list(options, "mount option")))
+    for s in plan.symlinks:
+        out.append(_line("symlink", _field(s.link, "symlink path"),
+                         _field(s.target, "symlink target")))
+    if plan.proc_mask is not None:
+        pm = plan.proc_mask
+        out.append(_line("procmask", _field(pm.container_dir, "procmask path"),
+                         _field(pm.host_dir, "procmask host dir"),
+                         _list(pm.files, "/proc file") if pm.files else "",
+                         _list(pm.gpu_bus_ids, "bus id") if pm.gpu_bus_ids else ""))
+    rules = [_field(r, "cgroup rule") for r in cgroup_rules]
+    if rules:
+        out.append(_line("cgroup", *rules))
+    if ldconfig is not None and plan.ldconfig_dirs:
+        out.append(_line("ldconfig", _field(ldconfig, "ldconfig"),
+                         *(_field(d, "ldconfig directory") for d in plan.ldconfig_dirs)))
+    out.append(_line("end"))
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------- running
+def run_helper(helper: str, text: str, *, debug_log: str = "") -> None:
+    """Run the helper with an empty environment; raise NvhookError with its line on failure."""
+    args = [helper, "-v"] if debug_log else [helper]
+    # Nothing of runc's (or the image's) environment reaches it: no LD_*, no PATH.
+    empty_env: dict[str, str] = {}
+    try:
+        proc = subprocess.run(args, input=text.encode("utf-8", "surrogateescape"),
+                              capture_output=True, env=empty_env, cwd="/",
+                              timeout=HELPER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise NvhookError(f"nvhook-helper did not finish within {HELPER_TIMEOUT:.0f} s (the "
+                          "container's mounts may be left in place)", _DEFAULT_FIX) from None
+    except OSError as e:
+        raise NvhookError(f"cannot run nvhook-helper {helper}: {e.strerror}",
+                          "reinstall nvhook (python3 -m nvhook.install)") from None
+    stderr = proc.stderr.decode("utf-8", "replace")
+    timings = [line for line in stderr.splitlines() if line.startswith("nvhook-helper: ")]
+    if debug_log and timings:
+        _append(debug_log, timings)
+    if proc.returncode == 0:
+        return
+    reasons = [line for line in stderr.splitlines()
+               if line.strip() and not line.startswith("nvhook-helper: ")]
+    if proc.returncode < 0:
+        cause = f"nvhook-helper was killed by signal {-proc.returncode}"
+    elif reasons:
+        cause = reasons[-1]
+    else:
+        cause = f"nvhook-helper exited with status {proc.returncode} without a message"
+    step = cause.split(" ", 1)[0].split("-", 1)[0]
+    raise NvhookError(cause, _FIXES.get(step, _DEFAULT_FIX))
+
+
+def _append(path: str, lines: list[str]) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in lines))
+    except OSError:
+        pass   # a debug log must never fail the container
