@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Sequence
-
 from nvhook.errors import NvhookError
 
+TYPE_CHECKING = False   # typing costs milliseconds to import; the hook must not pay them
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from nvhook.config import Config
     from nvhook.model import Container, Inventory, Request
 
@@ -223,7 +224,11 @@ def run(argv: Sequence[str]) -> int:
         return 0
     if command in ("prestart", "createRuntime"):
         _no_extra(rest, command)
-        return hook_prestart(_config(config_arg), sys.stdin.read())
+        from nvhook.gate import config_file, may_ask_for_gpus
+        state_text = sys.stdin.read()
+        if not may_ask_for_gpus(state_text, config_file(config_arg, os.environ)):
+            return 0
+        return hook_prestart(_config(config_arg), state_text)
     if command in HOOK_STAGES_NOOP:
         return 0
     commands = {"list-devices": cmd_list_devices, "info": cmd_info, "list": cmd_list,

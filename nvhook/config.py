@@ -5,10 +5,12 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from collections.abc import Mapping
+
 from nvhook.errors import NvhookError
+from nvhook.gate import DEFAULT_CONFIG_PATH, config_file
 from nvhook.model import ALL_CAPABILITIES
 
-DEFAULT_CONFIG_PATH = "/etc/nvhook/config.toml"
 
 # Relative to the driver root. Covers a plain Debian/Ubuntu/RHEL host and the driver-root
 # layouts of GKE and the GPU operator (everything under bin/, lib64/, firmware/).
@@ -118,14 +120,9 @@ def _coerce(path: str, key: str, attr: str, value: Any) -> Any:
     return tuple(value)
 
 
-def config_path(explicit: str | None, environ: dict[str, str] | os._Environ[str]) -> str | None:
+def config_path(explicit: str | None, environ: Mapping[str, str]) -> str | None:
     """--config, else $NVHOOK_CONFIG, else the default file (None if that is absent)."""
-    if explicit:
-        return explicit
-    from_env = environ.get("NVHOOK_CONFIG", "")
-    if from_env:
-        return from_env
-    return DEFAULT_CONFIG_PATH if os.path.exists(DEFAULT_CONFIG_PATH) else None
+    return config_file(explicit, environ)
 
 
 def load_config(path: str | None) -> Config:

@@ -1,0 +1,75 @@
+"""The hook's first question, answered with json and os alone: could this container ask
+for a GPU at all? Most containers do not, and for them the hook must cost no more than the
+interpreter's start (no dataclasses, no TOML, no third-party import)."""
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False   # collections.abc / typing would cost the hot path milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+DEFAULT_CONFIG_PATH = "/etc/nvhook/config.toml"
+
+# Every way a container can ask (request.py): the variable itself, the legacy CUDA_VERSION
+# rule, and two config settings that name other sources (swarm variables, volume mounts).
+REQUEST_VARIABLES = frozenset({"NVIDIA_VISIBLE_DEVICES", "CUDA_VERSION"})
+SOURCE_SETTINGS = ("swarm-resource", "accept-nvidia-visible-devices-as-volume-mounts")
+
+
+def config_file(explicit: str | None, environ: "Mapping[str, str]") -> str | None:
+    """--config, else $NVHOOK_CONFIG, else the default file (None if that is absent)."""
+    if explicit:
+        return explicit
+    from_env = environ.get("NVHOOK_CONFIG", "")
+    if from_env:
+        return from_env
+    return DEFAULT_CONFIG_PATH if os.path.exists(DEFAULT_CONFIG_PATH) else None
+
+
+def _bundle_of(state_text: str) -> str | None:
+    """The state's bundle path, read without the json package (whose import pulls in re,
+    enum and collections: milliseconds). None when the text is not plainly one state."""
+    from _json import scanstring   # the C string decoder the json package itself uses
+
+    for key in ('"bundle"', '"bundlePath"'):
+        if state_text.count(key) != 1:
+            continue
+        pos = state_text.index(key) + len(key)
+        rest = state_text[pos:].lstrip(" \t\r\n")
+        if not rest.startswith(":"):
+            return None
+        rest = rest[1:].lstrip(" \t\r\n")
+        if not rest.startswith('"'):
+            return None
+        value, _ = scanstring(rest, 1, True)
+        return str(value)
+    return None
+
+
+def may_ask_for_gpus(state_text: str, config_path: str | None) -> bool:
+    """False only when the container surely asks for nothing.
+
+    Any doubt (an unusual or unreadable state or bundle) answers True: the full path then
+    decides and reports errors with their causes. The bundle's config.json is searched as
+    bytes for the variables' names; a file using JSON \\u escapes is not searched.
+    """
+    try:
+        bundle = _bundle_of(state_text)
+        if not bundle:
+            return True
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            spec = f.read()
+    except Exception:  # noqa: BLE001 - any doubt goes to the full path
+        return True
+    if b"\\u" in spec or any(name.encode() in spec for name in REQUEST_VARIABLES):
+        return True
+    if config_path:
+        try:
+            with open(config_path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            return True
+        if any(key in text for key in SOURCE_SETTINGS):
+            return True
+    return False
