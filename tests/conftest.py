@@ -15,6 +15,7 @@ if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
 from tests.fakedriver import FakeDriver, build_fake_driver, build_probe  # noqa: E402
+from tests.hooked import Hooked  # noqa: E402
 
 _BUILD_SECONDS: dict[str, float] = {}
 
@@ -55,3 +56,11 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
         parts = ", ".join(f"{k} {v:.2f}s" for k, v in _BUILD_SECONDS.items())
         terminalreporter.write_line(
             f"fake driver builds: {sum(_BUILD_SECONDS.values()):.2f}s ({parts})")
+
+
+
+@pytest.fixture(scope="session")
+def hooked(tmp_path_factory: pytest.TempPathFactory) -> "Hooked":
+    """nvhook ready to run as a hook under real runtimes, against the 2-GPU fake driver."""
+    from tests.hooked import build_hooked
+    return build_hooked(tmp_path_factory.mktemp("hooked"))
