@@ -531,8 +531,11 @@ int inject_symlink(struct ctx *c, const struct symlink_rec *s)
 		set_error("symlink", s->link, "cannot create: %s", strerror(errno));
 		goto out;
 	}
-	if (c->have_owner)
-		fchownat(parent, aside, c->uid, c->gid, AT_SYMLINK_NOFOLLOW);
+	if (c->have_owner && fchownat(parent, aside, c->uid, c->gid, AT_SYMLINK_NOFOLLOW) != 0) {
+		set_error("symlink", s->link, "cannot set the owner: %s", strerror(errno));
+		unlinkat(parent, aside, 0);
+		goto out;
+	}
 	if (renameat2(parent, aside, parent, base, RENAME_EXCHANGE) != 0) {
 		set_error("symlink", s->link, "cannot replace the existing %s: %s",
 			  S_ISLNK(st.st_mode) ? "link" : "file", strerror(errno));

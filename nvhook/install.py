@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 
-HOOK_ALIASES = ("nvidia-container-runtime-hook",)
+HOOK_ALIASES = ("nvidia-container-runtime-hook", "nvidia-container-toolkit")
 DEFAULT_HELPER_DIR = "/usr/libexec/nvhook"
 
 

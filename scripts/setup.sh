@@ -10,6 +10,8 @@ PACKAGES=(
   gcc libc6-dev                                                           # the C helper
   python3-pytest python3-hypothesis gcc-multilib busybox-static runc      # tests, fake driver, demo
   util-linux procps kmod jq ca-certificates
+  dpkg-dev build-essential debhelper dh-python pybuild-plugin-pyproject              # the .deb
+  python3-all python3-setuptools python3-wheel lintian
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
