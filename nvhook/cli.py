@@ -32,6 +32,8 @@ commands:
                                  host paths a container would get, one per line
   plan --bundle DIR [--pid N] [--json]
                                  print the injection plan for a bundle; changes nothing
+  hook finish [ARGS]              createRuntime hook of spec mode and CDI: symlinks, the
+                                 /proc mask and ldconfig (reads the state on stdin)
   version                        print the version
 
 options:
@@ -108,6 +110,27 @@ def _plan(config: "Config", container: "Container", request: "Request") -> "Plan
 
 if TYPE_CHECKING:
     from nvhook.model import Plan
+
+
+def cmd_hook(config: "Config", args: list[str]) -> int:
+    """`nvhook hook finish ARGS`: the createRuntime hook of spec mode and CDI specs."""
+    import posixpath
+
+    from nvhook import oci
+    from nvhook.apply import apply_plan
+    from nvhook.plan import finish_from_args
+
+    if not args or args[0] != "finish":
+        # Specs written by a newer nvhook may name hooks this one lacks: never fail on them.
+        sys.stderr.write(f"nvhook: ignoring unknown hook {' '.join(args[:1])!r}\n")
+        return 0
+    proc_dir = posixpath.join(config.proc_root, "driver/nvidia")
+    plan, unknown = finish_from_args(args[1:], proc_dir)
+    for arg in unknown:
+        sys.stderr.write(f"nvhook: hook finish: ignoring unknown argument {arg!r}\n")
+    container = oci.load_container(oci.parse_state(sys.stdin.read()))
+    apply_plan(plan, container, config)
+    return 0
 
 
 # ---------------------------------------------------------------------------- tools
@@ -232,7 +255,7 @@ def run(argv: Sequence[str]) -> int:
     if command in HOOK_STAGES_NOOP:
         return 0
     commands = {"list-devices": cmd_list_devices, "info": cmd_info, "list": cmd_list,
-                "plan": cmd_plan}
+                "plan": cmd_plan, "hook": cmd_hook}
     handler = commands.get(command)
     if handler is None:
         if as_hook:

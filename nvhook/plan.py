@@ -233,3 +233,74 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
     }
     return {"containerEdits": edits, "nvhook": extra}
 
+
+
+# ---------------------------------------------------------------------------- spec consumers
+# The runtime shim's spec mode and CDI write devices and mounts into the OCI spec; what a
+# spec cannot say (symlinks, the /proc mask with its /proc binds, ldconfig) is left to one
+# createRuntime hook, `nvhook hook finish`, whose arguments carry exactly that part of a Plan.
+PROC_DIR = "/proc/driver/nvidia"
+
+
+def split_for_spec(plan: Plan) -> tuple[Plan, Plan]:
+    """(what the spec carries, what the finish hook does)."""
+    proc = tuple(m for m in plan.mounts if m.container_path.startswith(PROC_DIR + "/"))
+    spec = Plan(device_nodes=plan.device_nodes,
+                mounts=tuple(m for m in plan.mounts if m not in proc), env=plan.env)
+    finish = Plan(mounts=proc, symlinks=plan.symlinks, proc_mask=plan.proc_mask,
+                  ldconfig_dirs=plan.ldconfig_dirs)
+    return spec, finish
+
+
+def finish_args(finish: Plan) -> list[str]:
+    """`nvhook hook finish` arguments for the hook-only part of a plan."""
+    args: list[str] = []
+    for d in finish.ldconfig_dirs:
+        args += ["--ldconfig-dir", d]
+    for s in finish.symlinks:
+        args += ["--symlink", f"{s.target}::{s.link}"]
+    if finish.proc_mask is not None:
+        args += ["--proc-mask", ",".join(finish.proc_mask.gpu_bus_ids)]
+    for m in finish.mounts:
+        args += ["--proc-bind", m.container_path[len(PROC_DIR) + 1:]]
+    return args
+
+
+def finish_from_args(args: list[str], proc_driver_dir: str) -> tuple[Plan, list[str]]:
+    """The inverse of finish_args; returns the plan and the arguments it did not know
+    (a newer nvhook may write hooks that an older one runs: those are warned about)."""
+    ldconfig: list[str] = []
+    symlinks: list[Symlink] = []
+    binds: list[Mount] = []
+    mask: ProcMask | None = None
+    unknown: list[str] = []
+    it = iter(args)
+    for arg in it:
+        name, eq, inline = arg.partition("=")
+        if name not in ("--ldconfig-dir", "--symlink", "--proc-mask", "--proc-bind"):
+            unknown.append(arg)
+            continue
+        value = inline if eq else next(it, None)
+        if value is None:
+            raise NvhookError(f"hook finish: {name} needs a value",
+                              "regenerate the spec (nvhook cdi generate) or the bundle")
+        if name == "--ldconfig-dir":
+            ldconfig.append(value)
+        elif name == "--symlink":
+            target, sep, link = value.partition("::")
+            if not sep or not target or not link.startswith("/"):
+                raise NvhookError(f"hook finish: bad --symlink {value!r}",
+                                  "use TARGET::/absolute/link")
+            symlinks.append(Symlink(target, link))
+        elif name == "--proc-mask":
+            mask = ProcMask(host_dir=proc_driver_dir, files=("params", "version", "registry"),
+                            gpu_bus_ids=tuple(b for b in value.split(",") if b))
+        else:
+            rel = posixpath.normpath(value)
+            if rel.startswith(("/", "..")):
+                raise NvhookError(f"hook finish: bad --proc-bind {value!r}",
+                                  "give a path relative to /proc/driver/nvidia")
+            binds.append(Mount(posixpath.join(proc_driver_dir, rel),
+                               posixpath.join(PROC_DIR, rel), PROC_OPTIONS))
+    return Plan(mounts=tuple(binds), symlinks=tuple(symlinks), proc_mask=mask,
+                ldconfig_dirs=tuple(ldconfig)), unknown
