@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
-from typing import Any
+from nvhook.record import field, fields, record
 
 from collections.abc import Mapping
 
 from nvhook.errors import NvhookError
 from nvhook.gate import DEFAULT_CONFIG_PATH, config_file
 from nvhook.model import ALL_CAPABILITIES
+
+TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 
 # Relative to the driver root. Covers a plain Debian/Ubuntu/RHEL host and the driver-root
@@ -23,7 +26,7 @@ DEFAULT_BINARY_DIRS = ("usr/bin", "usr/sbin", "bin", "sbin", "usr/local/bin", "u
 DEFAULT_FIRMWARE_DIRS = ("lib/firmware", "usr/lib/firmware", "firmware")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Config:
     # Top level: the same names as NVIDIA's config.toml, so users recognise them.
     disable_require: bool = False

@@ -5,8 +5,11 @@ module named after the concept (oci, request, inventory, plan); nothing here doe
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from nvhook.record import field, record
+
+TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
+if TYPE_CHECKING:
+    from typing import Any, Literal
 
 # The seven driver capabilities NVIDIA_DRIVER_CAPABILITIES may name (upstream.md §2.4).
 ALL_CAPABILITIES: tuple[str, ...] = (
@@ -16,7 +19,7 @@ DEFAULT_CAPABILITIES: frozenset[str] = frozenset({"utility", "compute"})
 
 
 # ---------------------------------------------------------------------------- container
-@dataclass(frozen=True, slots=True)
+@record
 class Container:
     """Who is starting: read from the runtime's state (stdin) and the bundle's config.json."""
 
@@ -33,10 +36,11 @@ class Container:
 
 
 # ---------------------------------------------------------------------------- request
-DeviceList = Literal["all"] | tuple[str, ...]
+if TYPE_CHECKING:
+    DeviceList = Literal["all"] | tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Request:
     """What the container asks for (NVIDIA_* semantics, upstream.md §2).
 
@@ -56,7 +60,7 @@ class Request:
 
 
 # ---------------------------------------------------------------------------- inventory
-@dataclass(frozen=True, slots=True)
+@record
 class MigDevice:
     parent_index: int
     index: int               # MIG device index within its parent (the "gpu:mig" form)
@@ -65,7 +69,7 @@ class MigDevice:
     compute_instance: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Gpu:
     index: int               # NVML enumeration order (PCI order)
     minor: int               # /dev/nvidia<minor>
@@ -78,7 +82,7 @@ class Gpu:
     mig_devices: tuple[MigDevice, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Library:
     """A driver library file on the host, classified by the capability that needs it."""
 
@@ -89,7 +93,7 @@ class Library:
     soname: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HostFile:
     """A binary, firmware file or IPC path found on the host."""
 
@@ -98,7 +102,7 @@ class HostFile:
     group: str               # capability (or "firmware", "ipc")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HostDeviceNode:
     path: str                # path as the container sees it, e.g. /dev/nvidia0
     host_path: str           # where it is on the host (under dev-root)
@@ -107,7 +111,7 @@ class HostDeviceNode:
     mode: int                # permission bits of the host node
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Inventory:
     """What this host has. Built by nvhook.inventory from NVML, ld.so.cache, /dev, /proc."""
 
@@ -125,7 +129,7 @@ class Inventory:
 
 
 # ---------------------------------------------------------------------------- plan
-@dataclass(frozen=True, slots=True)
+@record
 class DeviceNode:
     path: str                # in the container
     host_path: str
@@ -136,20 +140,20 @@ class DeviceNode:
     type: str = "c"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Mount:
     host_path: str
     container_path: str
     options: tuple[str, ...]     # e.g. ("ro", "nosuid", "nodev", "bind")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Symlink:
     target: str                  # what the link points to (as written in the link)
     link: str                    # absolute container path of the link
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ProcMask:
     """Replace the container's /proc/driver/nvidia with a tmpfs holding only what it may see."""
 
@@ -159,7 +163,7 @@ class ProcMask:
     container_dir: str = "/proc/driver/nvidia"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Plan:
     """Everything to inject; one value for the hook, the runtime shim, CDI and listings."""
 

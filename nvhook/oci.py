@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 from nvhook.errors import NvhookError
 from nvhook.model import Container
+
+TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 _RUNTIME_FIX = "this is what the OCI runtime wrote; check the runtime and the hook's configuration"
 

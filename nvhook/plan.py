@@ -6,7 +6,6 @@ The rules are libnvidia-container's (upstream.md §3): which libraries, binaries
 from __future__ import annotations
 
 import posixpath
-from typing import Any
 
 from nvhook import require
 from nvhook.errors import NvhookError
@@ -16,6 +15,10 @@ from nvhook.model import (
 )
 from nvhook.rootfs import Layout
 from nvhook.select import Selection, check_mig_management, select_devices
+
+TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 # Mount options per kind of file (upstream.md §3.11). "bind" first: it is how they are made.
 LIB_OPTIONS = ("bind", "ro", "nosuid", "nodev")

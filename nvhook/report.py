@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from nvhook.model import Inventory, Plan
+
+TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def info_text(inv: Inventory) -> str:

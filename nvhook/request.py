@@ -22,11 +22,18 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Literal
 
 from nvhook.config import Config
 from nvhook.errors import NvhookError
-from nvhook.model import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, Container, DeviceList, Request
+from nvhook.model import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, Container, Request
+
+TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
+if TYPE_CHECKING:
+    from typing import Literal
+
+    from nvhook.model import DeviceList
+
+    Source = Literal["env", "volume-mounts"]
 
 VISIBLE_DEVICES = "NVIDIA_VISIBLE_DEVICES"
 DRIVER_CAPABILITIES = "NVIDIA_DRIVER_CAPABILITIES"
@@ -76,7 +83,6 @@ def go_parse_bool(value: str | None) -> bool:
 
 
 # ------------------------------------------------------------------------------ devices
-Source = Literal["env", "volume-mounts"]
 
 
 def _requested_devices(container: Container, config: Config,

@@ -12,7 +12,7 @@ error on every host, not only on the host where it matters.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from nvhook.record import record
 
 from nvhook.errors import NvhookError
 from nvhook.model import Gpu
@@ -23,7 +23,7 @@ _OP_CHARS = "<>=!"
 _DISABLE_HINT = "set NVIDIA_DISABLE_REQUIRE=1 to skip the check"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Term:
     """One comparison, e.g. ``driver>=470``; ``name`` is lower-case."""
 

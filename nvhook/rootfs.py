@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from nvhook.record import record
 
 _MAX_LINKS = 40
 
@@ -67,7 +67,7 @@ def stat_in_root(rootfs: str, path: str) -> os.stat_result | None:
         os.close(fd)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Layout:
     """Where a container keeps its libraries (libnvidia-container's rule, upstream §3.4)."""
 

@@ -6,16 +6,20 @@ for would fail later and more obscurely.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from nvhook.record import record
 
 from nvhook.errors import NvhookError
-from nvhook.model import DeviceList, Gpu, MigDevice, Request
+from nvhook.model import Gpu, MigDevice, Request
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from nvhook.model import DeviceList
 
 LIST_FIX = ("run `nvhook list-devices` to see this host's GPU and MIG indices, UUIDs and bus "
             "ids, and name one of them in NVIDIA_VISIBLE_DEVICES")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Selection:
     """The GPUs and MIG devices a container gets, each in NVML order, without duplicates.
 

@@ -9,7 +9,6 @@ import os
 import re
 import stat
 from collections import deque
-from dataclasses import dataclass, field
 
 from nvhook.config import Config
 from nvhook.errors import NvhookError
@@ -146,14 +145,14 @@ def _bits(arch: int) -> int:
     return 32 if arch == ldcache.ARCH_I386 else 64
 
 
-@dataclass
 class _DirScan:
     """The library directories under a driver root, listed once; files classified as ELF."""
 
-    root: str
-    dirs: tuple[str, ...]
-    _names: list[tuple[str, str]] | None = None            # (dir, basename)
-    _facts: dict[str, ElfFacts | None] = field(default_factory=dict)
+    def __init__(self, root: str, dirs: tuple[str, ...]) -> None:
+        self.root = root
+        self.dirs = dirs
+        self._names: list[tuple[str, str]] | None = None       # (dir, basename)
+        self._facts: dict[str, ElfFacts | None] = {}
 
     def find(self, prefix: str, suffix: str, arch: int) -> list[tuple[str, str | None]]:
         """(real path, soname) of the files named prefix* whose real name ends with suffix."""

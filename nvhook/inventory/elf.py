@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from dataclasses import dataclass
+from nvhook.record import record
 
 from nvhook.errors import NvhookError
 
@@ -21,7 +21,7 @@ _PYELFTOOLS_MACHINES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ElfFacts:
     bits: int                    # 32 or 64 (ELF class)
     machine: str                 # "x86_64", "i386", "aarch64", … or pyelftools' EM_* name

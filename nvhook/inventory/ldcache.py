@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import os
-import platform
+
 import stat
 import struct
-from dataclasses import dataclass
+from nvhook.record import record
 
 from nvhook.errors import NvhookError
 
@@ -48,7 +48,7 @@ _HOST_ARCH: dict[str, tuple[int, int | None]] = {
 MAX_CACHE_BYTES = 64 << 20
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CacheEntry:
     flags: int
     key: str                 # the library name ld.so looks up (usually the SONAME)
@@ -67,7 +67,7 @@ class CacheEntry:
 
 def host_arch_flags(machine: str | None = None) -> tuple[int, int | None]:
     """The cache arch flags for native and 32-bit compat libraries of this (or that) machine."""
-    name = (machine or platform.machine()).lower()
+    name = (machine or os.uname().machine).lower()
     try:
         return _HOST_ARCH[name]
     except KeyError:

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable
+from nvhook.record import record
 
 from nvhook.config import Config
 from nvhook.errors import NvhookError
 from nvhook.model import Gpu, MigDevice
+
+TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 NVML_LIBRARY = "libnvidia-ml.so.1"
 
@@ -62,7 +65,7 @@ _BUS_ID = re.compile(r"(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1
                      r"(?:\.[0-7])?")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NvmlInfo:
     driver_version: str
     cuda_version: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from dataclasses import replace
+from nvhook.record import replace
 from pathlib import Path
 
 import pytest

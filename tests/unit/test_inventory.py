@@ -1,7 +1,7 @@
 """Host inventory: /proc parsing, rooted path resolution, and discover() on the fake drivers."""
 from __future__ import annotations
 
-import dataclasses
+from nvhook import record
 import os
 import subprocess
 import sys
@@ -207,7 +207,7 @@ GSP = ("gsp_ga10x.bin", "gsp_tu10x.bin")
 
 
 def config_of(fake: FakeDriver, **changes: object) -> Config:
-    return dataclasses.replace(load_config(str(fake.config_path)), **changes)
+    return record.replace(load_config(str(fake.config_path)), **changes)
 
 
 @pytest.fixture(scope="module")

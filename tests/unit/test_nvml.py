@@ -1,7 +1,7 @@
 """NVML through cffi against the fake driver's libnvidia-ml.so.1: values, failures, hangs."""
 from __future__ import annotations
 
-import dataclasses
+from nvhook import record
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ def expected_gpus(fake: FakeDriver) -> tuple[Gpu, ...]:
 
 
 def config_of(fake: FakeDriver, **changes: Any) -> Config:
-    return dataclasses.replace(load_config(str(fake.config_path)), **changes)
+    return record.replace(load_config(str(fake.config_path)), **changes)
 
 
 @pytest.fixture(params=["fake_driver", "fake_driver_mig", "fake_driver_root_layout"])

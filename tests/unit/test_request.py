@@ -8,7 +8,10 @@ import pytest
 
 from nvhook.config import Config
 from nvhook.errors import NvhookError
-from nvhook.model import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, Container, DeviceList, Request
+from nvhook.model import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, Container, Request
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from nvhook.model import DeviceList
 from nvhook.request import cuda_major_minor, go_parse_bool, is_cdi_name, parse_request
 
 ALL = frozenset(ALL_CAPABILITIES)
@@ -18,7 +21,7 @@ VM = Config(accept_volume_mounts=True)
 STRICT = Config(accept_envvar_unprivileged=False)
 
 
-def req(devices: DeviceList, caps: frozenset[str] = DEF, **kw: Any) -> Request:
+def req(devices: "DeviceList", caps: frozenset[str] = DEF, **kw: Any) -> Request:
     return Request(devices=devices, capabilities=caps, **kw)
 
 

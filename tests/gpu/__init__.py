@@ -1,0 +1,1 @@
+"""The real-GPU proof (run.sh) and its parts; see README.md."""
