@@ -93,18 +93,19 @@ def hook_prestart(config: "Config", stdin_text: str) -> int:
             f"state pid {pid} is not a host pid: nvhook must run as a prestart or "
             "createRuntime hook", "register nvhook under hooks.prestart (or createRuntime), "
             "not createContainer")
-    plan = _plan(config, container, request)
+    plan = _plan(config, container, request, hot=True)
     from nvhook.apply import apply_plan
     apply_plan(plan, container, config)
     return 0
 
 
-def _plan(config: "Config", container: "Container", request: "Request") -> "Plan":
+def _plan(config: "Config", container: "Container", request: "Request",
+          hot: bool = False) -> "Plan":
     from nvhook.inventory import discover
     from nvhook.plan import build_plan
     from nvhook.rootfs import container_layout
 
-    inventory = discover(config)
+    inventory = discover(config, elf_details=not hot)
     return build_plan(request, inventory, container_layout(container.rootfs))
 
 

@@ -6,15 +6,20 @@ load only when discover() runs, so the hook's no-GPU path never pays for them.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
 if TYPE_CHECKING:
     from nvhook.config import Config
     from nvhook.model import Inventory
 
 
-def discover(config: Config) -> Inventory:
-    """Query NVML, then find the driver's files for the version NVML reports."""
+def discover(config: Config, *, elf_details: bool = True) -> Inventory:
+    """Query NVML, then find the driver's files for the version NVML reports.
+
+    ``elf_details``: read every scanned library with pyelftools (SONAME, class, machine).
+    The hook passes False: a 20-byte header read decides class and machine, and pyelftools
+    (tens of milliseconds to import and parse a driver's 26 large files) stays off its path;
+    the SONAME links are made by ldconfig in the container anyway.
+    """
     from nvhook.inventory import driver, nvml, procfs
     from nvhook.model import Inventory
 
@@ -26,7 +31,8 @@ def discover(config: Config) -> Inventory:
         driver_version=info.driver_version,
         cuda_version=info.cuda_version,
         gpus=info.gpus,
-        libraries=driver.find_libraries(config, info.driver_version, cache),
+        libraries=driver.find_libraries(config, info.driver_version, cache,
+                                         elf_details=elf_details),
         binaries=driver.find_binaries(config),
         firmware=driver.find_firmware(config, info.driver_version),
         ipc=driver.find_ipc(config),

@@ -148,9 +148,10 @@ def _bits(arch: int) -> int:
 class _DirScan:
     """The library directories under a driver root, listed once; files classified as ELF."""
 
-    def __init__(self, root: str, dirs: tuple[str, ...]) -> None:
+    def __init__(self, root: str, dirs: tuple[str, ...], elf_details: bool = True) -> None:
         self.root = root
         self.dirs = dirs
+        self.elf_details = elf_details
         self._names: list[tuple[str, str]] | None = None       # (dir, basename)
         self._facts: dict[str, ElfFacts | None] = {}
 
@@ -180,6 +181,9 @@ class _DirScan:
             # rejecting them this way keeps pyelftools (slow to import) off the path.
             if elf_class(real) != (_bits(arch), _ARCH_MACHINE.get(arch)):
                 continue
+            if not self.elf_details:
+                out.append((real, None))
+                continue
             if real not in self._facts:
                 try:
                     self._facts[real] = elf_facts(real)
@@ -196,7 +200,8 @@ class _DirScan:
 
 
 def find_libraries(config: Config, driver_version: str,
-                   cache: tuple[ldcache.CacheEntry, ...] | None) -> tuple[Library, ...]:
+                   cache: tuple[ldcache.CacheEntry, ...] | None, *,
+                   elf_details: bool = True) -> tuple[Library, ...]:
     """Driver libraries per capability group, 64-bit then 32-bit (upstream.md §3.2).
 
     Candidates come from the ld cache by basename prefix; a prefix the cache does not
@@ -207,7 +212,7 @@ def find_libraries(config: Config, driver_version: str,
     root = config.driver_root
     suffix = f".so.{driver_version}"
     prefixes = tuple(p for group in LIBRARIES.values() for p in group)
-    scan = _DirScan(root, (*config.library_dirs, *config.library32_dirs))
+    scan = _DirScan(root, (*config.library_dirs, *config.library32_dirs), elf_details)
     out: list[Library] = []
     seen: set[str] = set()
     for arch in (native, compat):

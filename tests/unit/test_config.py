@@ -60,3 +60,38 @@ def test_missing_explicit_file(tmp_path: Path) -> None:
 def test_config_path_precedence() -> None:
     assert config_path("/a", {"NVHOOK_CONFIG": "/b"}) == "/a"
     assert config_path(None, {"NVHOOK_CONFIG": "/b"}) == "/b"
+
+
+def test_cache_gives_the_same_config_and_follows_edits(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    p = tmp_path / "c.toml"
+    p.write_text('[host]\ndriver-root = "/a"\nlibrary-dirs = ["lib64"]\n')
+    first = load_config(str(p), cache_dir=str(cache))
+    assert list(cache.iterdir()), "the cache was not written"
+    again = load_config(str(p), cache_dir=str(cache))
+    assert again == first and again.library_dirs == ("lib64",)
+    p.write_text('[host]\ndriver-root = "/b"\n')          # new size and mtime
+    assert load_config(str(p), cache_dir=str(cache)).driver_root == "/b"
+
+
+def test_cache_not_trusted_when_writable_by_others(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    p = tmp_path / "c.toml"
+    p.write_text('[host]\ndriver-root = "/a"\n')
+    load_config(str(p), cache_dir=str(cache))
+    entry = next(cache.iterdir())
+    doc = entry.read_text().replace('"/a"', '"/evil"')
+    entry.write_text(doc)
+    entry.chmod(0o666)
+    assert load_config(str(p), cache_dir=str(cache)).driver_root == "/a"
+    # the untrusted entry was replaced by a fresh one of our own
+    assert '"/evil"' not in entry.read_text() and entry.stat().st_mode & 0o777 == 0o600
+
+
+def test_bad_file_is_not_cached(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    p = tmp_path / "c.toml"
+    p.write_text("bogus = 1\n")
+    with pytest.raises(NvhookError):
+        load_config(str(p), cache_dir=str(cache))
+    assert not cache.exists() or not list(cache.iterdir())

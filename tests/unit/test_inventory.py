@@ -384,3 +384,19 @@ def test_the_reported_version_decides(fake_driver: FakeDriver) -> None:
     assert {lib.name for lib in libs} == {"libcuda.so.470.57.02",
                                           "libnvidia-glcore.so.470.57.02"}
     assert driver.find_firmware(config_of(fake_driver), "470.57.02") == ()
+
+
+def test_hot_path_scan_finds_the_same_files_without_pyelftools(fake_driver_root_layout) -> None:
+    import subprocess
+    import sys
+    code = (
+        "import sys; from nvhook.config import load_config; from nvhook.inventory import discover\n"
+        f"c = load_config({str(fake_driver_root_layout.config_path)!r}, cache_dir=None)\n"
+        "fast = discover(c, elf_details=False)\n"
+        "assert 'elftools' not in sys.modules, 'pyelftools imported on the hot path'\n"
+        "full = discover(c)\n"
+        "assert [(l.host_path, l.bits) for l in fast.libraries] == "
+        "[(l.host_path, l.bits) for l in full.libraries]\n"
+        "assert len(fast.libraries) > 10\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
