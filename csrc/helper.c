@@ -246,6 +246,12 @@ int main(int argc, char **argv)
 	start = t0;
 
 	umask(0); /* modes come from the plan and the sources, not from whoever started us */
+	/* Every path in the plan is absolute; the caller's cwd (a bundle, or a rootfs the
+	 * container owns) must not pin anything or be used by accident. */
+	if (chdir("/") != 0) {
+		set_error("harden", "/", "chdir: %s", strerror(errno));
+		goto out;
+	}
 	if (parse_args(argc, argv, &timeout_ms) != 0 || harden() != 0)
 		goto out;
 	if ((input = read_input(&len)) == NULL || parse_plan(input, len, &p) != 0)

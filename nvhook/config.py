@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 from nvhook.record import field, fields, record
 
-from collections.abc import Mapping
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 from nvhook.errors import NvhookError
 from nvhook.gate import DEFAULT_CONFIG_PATH, config_file
@@ -160,21 +162,20 @@ def _file_key(path: str) -> str | None:
 
 
 def _cache_file(cache_dir: str, path: str) -> str:
-    import hashlib
-    return os.path.join(cache_dir, "config-" + hashlib.sha256(
-        os.path.abspath(path).encode()).hexdigest()[:16] + ".json")
+    from zlib import crc32   # hashlib costs 2 ms to import; the entry also names its path
+    return os.path.join(cache_dir, f"config-{crc32(os.path.abspath(path).encode()):08x}.json")
 
 
 def _cached(cache_dir: str, path: str, key: str) -> Config | None:
-    import json
+    from nvhook import fastjson
     try:
         fd = os.open(_cache_file(cache_dir, path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if st.st_uid != os.geteuid() or st.st_mode & 0o022:
                 return None          # only a file we wrote ourselves is trusted
-            doc = json.load(f)
-        if doc.get("key") != key:
+            doc = fastjson.loads(f.read())
+        if doc.get("key") != key or doc.get("path") != os.path.abspath(path):
             return None
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["values"].items()}
         return Config(source=path, **values)
@@ -191,7 +192,7 @@ def _store(cache_dir: str, path: str, key: str, config: Config) -> None:
         tmp = f"{target}.{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump({"key": key, "path": path, "values": values}, f)
+            json.dump({"key": key, "path": os.path.abspath(path), "values": values}, f)
         os.replace(tmp, target)
     except OSError:
         pass                         # a cache is an optimisation, never a failure

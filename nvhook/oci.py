@@ -11,9 +11,9 @@ knows the container asks for GPUs.
 """
 from __future__ import annotations
 
-import json
 import os
 
+from nvhook import fastjson
 from nvhook.errors import NvhookError
 from nvhook.model import Container
 
@@ -31,7 +31,7 @@ def parse_state(text: str) -> dict[str, Any]:
     made absolute (runc runs hooks with the bundle as cwd, so a relative one means that).
     """
     try:
-        state = json.loads(text)
+        state = fastjson.loads(text)
     except ValueError as e:   # JSONDecodeError and UnicodeDecodeError are both ValueErrors
         raise NvhookError(f"the container state on stdin is not JSON ({e})",
                           "run nvhook as an OCI hook, which receives the state on stdin; "
@@ -98,7 +98,7 @@ def _read_spec(bundle: str) -> dict[str, Any]:
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
-            spec = json.load(f)
+            spec = fastjson.loads(f.read())
     except FileNotFoundError:
         raise NvhookError(f"{path} does not exist",
                           "give the path of an OCI bundle: a directory holding config.json"

@@ -6,9 +6,7 @@ the way the kernel's RESOLVE_IN_ROOT would, so no symlink in a driver root can l
 from __future__ import annotations
 
 import os
-import re
 import stat
-from collections import deque
 
 from nvhook.config import Config
 from nvhook.errors import NvhookError
@@ -48,7 +46,6 @@ _ARCH_MACHINE = {
     ldcache.ARCH_AARCH64: "aarch64", ldcache.ARCH_PPC64LE: "ppc64",
 }
 _MAX_LINKS = 40            # the kernel's own limit on symlinks in one resolution
-_GPU_NODE = re.compile(r"nvidia(\d+)")
 _CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
 # Node (or node directory) → the /proc/devices name its major must match.
 _NODE_MAJOR = {
@@ -66,11 +63,12 @@ def resolve_in_root(root: str, path: str) -> str | None:
     ``root``: the answer is always inside it (what ``ldconfig -r`` and chroot would see).
     """
     root = os.path.normpath(root) if root else "/"
-    pending = deque(p for p in path.split("/") if p)
+    # the components still to walk, last first (a list: collections costs the hook 1 ms)
+    pending = [p for p in reversed(path.split("/")) if p]
     done: list[str] = []
     links = 0
     while pending:
-        part = pending.popleft()
+        part = pending.pop()
         if part == ".":
             continue
         if part == "..":
@@ -92,7 +90,7 @@ def resolve_in_root(root: str, path: str) -> str | None:
                 return None
             if target.startswith("/"):
                 done = []
-            pending.extendleft(reversed([p for p in target.split("/") if p]))
+            pending.extend(p for p in reversed(target.split("/")) if p)
             continue
         if pending and not stat.S_ISDIR(st.st_mode):
             return None
@@ -368,7 +366,7 @@ def find_device_nodes(config: Config, majors: dict[str, int]) -> tuple[HostDevic
         names = set(os.listdir(dev))
     except OSError:
         return ()
-    gpus = sorted((int(m.group(1)), n) for n in names if (m := _GPU_NODE.fullmatch(n)))
+    gpus = sorted((int(n[6:]), n) for n in names if n.startswith("nvidia") and _digits(n[6:]))
     wanted = [n for n in _CONTROL_NODES if n in names] + [n for _, n in gpus]
     for sub in ("nvidia-caps", "nvidia-caps-imex-channels"):
         sub_dir = resolve_in_root(config.dev_root, f"/dev/{sub}") if sub in names else None
@@ -387,9 +385,14 @@ def find_device_nodes(config: Config, majors: dict[str, int]) -> tuple[HostDevic
     return tuple(out)
 
 
+def _digits(text: str) -> bool:
+    # str.isdigit alone accepts non-ASCII digits; re is kept off the hook's import path
+    return text.isascii() and text.isdigit()
+
+
 def _natural(name: str) -> tuple[str, int]:
-    match = re.search(r"(\d+)$", name)
-    return (name[: match.start()], int(match.group(1))) if match else (name, -1)
+    stem = name.rstrip("0123456789")
+    return (stem, int(name[len(stem):])) if stem != name else (name, -1)
 
 
 def _device_node(config: Config, name: str,

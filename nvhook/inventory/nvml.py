@@ -1,7 +1,6 @@
 """Ask NVML (cffi, ABI mode) for the driver and CUDA versions and the GPUs, in bounded time."""
 from __future__ import annotations
 
-import re
 import threading
 from nvhook.record import record
 
@@ -61,8 +60,7 @@ BRAND_NAMES = (
     "Nvidia", "GeForceRTX", "TitanRTX",
 )
 
-_BUS_ID = re.compile(r"(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})"
-                     r"(?:\.[0-7])?")
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 @record
@@ -83,10 +81,20 @@ def cuda_version(value: int) -> str:
 
 def normalize_bus_id(bus_id: str) -> str | None:
     """A PCI bus id as ``%08x:%02x:%02x.0`` (lower-case, full domain); None if unparsable."""
-    match = _BUS_ID.fullmatch(bus_id.strip())
-    if match is None:
+    # [domain:]bus:device[.function], hex; parsed by hand to keep re off the hook's path
+    text = bus_id.strip()
+    head, dot, function = text.partition(".")
+    if dot and (len(function) != 1 or function not in "01234567"):
         return None
-    domain, bus, device = (int(g, 16) if g else 0 for g in match.groups())
+    parts = head.split(":")
+    if len(parts) == 2:
+        parts.insert(0, "0")
+    if len(parts) != 3:
+        return None
+    limits = (8, 2, 2)
+    if any(not p or len(p) > n or not set(p) <= _HEX for p, n in zip(parts, limits)):
+        return None
+    domain, bus, device = (int(p, 16) for p in parts)
     return f"{domain:08x}:{bus:02x}:{device:02x}.0"
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 
 from nvhook.errors import NvhookError
 
@@ -12,7 +11,6 @@ NVIDIA_FAMILY = ("nvidia-frontend", "nvidia")
 NVIDIA_MAJOR_NAMES = ("nvidia-uvm", "nvidia-caps", "nvidia-caps-imex-channels",
                       "nvidia-modeset", "nvidiactl")
 
-_VERSION = re.compile(r"\b(\d+\.\d+(?:\.\d+)*)\b")
 
 
 def parse_devices(text: str) -> dict[str, int]:
@@ -72,7 +70,8 @@ def parse_version(text: str) -> str | None:
     """The NVRM version from /proc/driver/nvidia/version text, e.g. "580.159.04"."""
     for line in text.splitlines():
         if line.startswith("NVRM version:"):
-            match = _VERSION.search(line[len("NVRM version:"):])
+            import re   # only `info`-style callers get here, never the hook
+            match = re.search(r"\b(\d+\.\d+(?:\.\d+)*)\b", line[len("NVRM version:"):])
             return match.group(1) if match else None
     return None
 

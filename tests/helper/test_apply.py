@@ -259,7 +259,8 @@ def test_the_helper_gets_an_empty_environment_and_the_plan(
     apply.apply_plan(plan, oci(c.pid, "/r"), Config(helper=str(script)))
     seen = tmp_path / "seen"
     assert (seen / "env").read_text() == ""
-    assert (seen / "cwd").read_text() == "/\n"
+    # the caller's cwd is not changed for it: the real helper chdirs to "/" itself (below)
+    assert (seen / "cwd").read_text() == f"{tmp_path}\n"
     assert (seen / "argv").read_text() == f"{script}\n"
     assert (seen / "stdin").read_text() == apply.render_input(
         plan, pid=c.pid, rootfs="/r", owner=(0, 0))
@@ -282,3 +283,21 @@ def test_helper_outcomes_map_to_causes(tmp_path: Path, start_container: StartCon
     assert err.value.cause == cause
     if cause.startswith("cgroup"):
         assert "no-cgroups = true" in err.value.fix
+
+
+def test_the_real_helper_works_from_root_dir(helper: Path, tmp_path: Path) -> None:
+    import subprocess
+    import time
+    probe = tmp_path / "busy"
+    probe.mkdir()
+    # posix_spawn cannot chdir: the helper moves to "/" itself before it reads its input
+    p = subprocess.Popen([str(helper)], stdin=subprocess.PIPE, cwd=probe,
+                         stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 5
+        while os.readlink(f"/proc/{p.pid}/cwd") != "/" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.readlink(f"/proc/{p.pid}/cwd") == "/"
+    finally:
+        p.communicate(b"garbage\n", timeout=10)
+    assert p.returncode != 0

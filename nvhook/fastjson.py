@@ -1,0 +1,51 @@
+"""json.loads without importing the json package.
+
+The json package imports re (and with it enum, functools, collections): about 5 ms of a
+GPU container's start. The decoding itself is done by CPython's C scanner in _json either
+way; this module drives that scanner directly and falls back to the json package for
+anything unusual (no C accelerator) and to report errors.
+"""
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+_CONSTANTS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+_WHITESPACE = " \t\n\r"
+
+
+class _Context:
+    # The attributes _json.make_scanner reads, with json.loads's defaults.
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = _CONSTANTS.__getitem__
+
+
+_SCANNER: Any = None
+
+
+def loads(text: str | bytes) -> Any:
+    """What json.loads(text) returns; its ValueError (JSONDecodeError) when invalid."""
+    global _SCANNER
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")          # UnicodeDecodeError is a ValueError too
+    if _SCANNER is None:
+        try:
+            from _json import make_scanner
+        except ImportError:
+            import json
+            return json.loads(text)
+        _SCANNER = make_scanner(_Context())
+    start = len(text) - len(text.lstrip(_WHITESPACE))
+    try:
+        value, end = _SCANNER(text, start)
+    except StopIteration:
+        value, end = None, -1
+    if end < 0 or text[end:].strip(_WHITESPACE):
+        import json
+        return json.loads(text)              # raises the usual, precise JSONDecodeError
+    return value

@@ -1,0 +1,37 @@
+"""fastjson.loads answers exactly as json.loads, errors included."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, strategies as st
+
+from nvhook import fastjson
+
+values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20)
+
+
+@given(values)
+def test_round_trip_equals_json(value: object) -> None:
+    text = json.dumps(value)
+    assert fastjson.loads(text) == json.loads(text)
+    assert fastjson.loads(f" \n{text}\t ".encode()) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"a": 1} x', "[1,]", "\"\\x\"", "{'a': 1}",
+                                  '{"a": 1}{"b": 2}', "nul"])
+def test_invalid_raises_json_error(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError):
+        fastjson.loads(text)
+    with pytest.raises(ValueError):
+        fastjson.loads(b"\xff\xfe")
+
+
+def test_constants_and_duplicates_like_json() -> None:
+    assert math.isnan(fastjson.loads("NaN"))
+    assert fastjson.loads('{"a": 1, "a": 2}') == {"a": 2}
+    assert fastjson.loads('"\\u00e9"') == "é"
