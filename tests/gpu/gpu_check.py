@@ -739,6 +739,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     version = host_command([opts.hook, "version"])
     devices = host_command([opts.hook, "--config", str(configs["main"]), "list-devices"])
     header(ctx, version.stdout + version.stderr, devices.stdout + devices.stderr)
+    stopped = False
     try:
         ctx.base_rootfs = build_base_rootfs(work, opts.cuda_check, opts.ptx)
         left = find_driver_files(ctx.base_rootfs)
@@ -764,6 +765,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if e.code == 143:
                     raise
                 report.add(name, "setup", False, str(e.code))
+    except SystemExit as e:
+        if e.code != 143:
+            raise
+        stopped = True
+        report.add("run", "deadline", False, "stopped by SIGTERM (run.sh --deadline); the "
+                   "checks after this point did not run")
     finally:
         if not opts.keep:
             clean_work(work, opts.runc)
@@ -774,7 +781,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in fails:
         log(f"  FAILED {r.check}/{r.case}: {r.detail.splitlines()[0]}")
     log("RESULT: " + ("PASS" if not fails else "FAIL"))
-    return 1 if fails else 0
+    return 124 if stopped else 1 if fails else 0
 
 
 if __name__ == "__main__":

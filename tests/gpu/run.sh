@@ -12,6 +12,9 @@
 #   --deadline   kill the checks after this many seconds (default 540)
 #   --python PY  the interpreter for nvhook's launchers (default /usr/bin/python3)
 #   --carry DIR  the carried tools (default .gpu-carry in the repo)
+#   --bench "ARGS"  afterwards, run bench/hook_latency.py with the same install, driver and
+#                runc, plus ARGS (e.g. "-n 100 --profile 20"); may be given several times
+#   --no-checks  skip the checks (to run only --bench)
 #   after --:    passed to tests/gpu/gpu_check.py (--skip torch, --torch-python PY,
 #                --driver-root DIR, --torch-rootfs overlay|farm, --timeout S)
 #
@@ -30,6 +33,8 @@ fake_layout=debian
 keep=0
 deadline=540
 py=
+checks=1
+benches=()
 extra=()
 
 say() { echo "run.sh: $*"; }
@@ -45,9 +50,11 @@ while [ $# -gt 0 ]; do
 	--keep) keep=1 ;;
 	--deadline) deadline=${2:?--deadline needs seconds}; shift ;;
 	--python) py=${2:?--python needs an interpreter}; shift ;;
+	--bench) benches+=("${2?--bench needs its arguments (may be \"\")}"); shift ;;
+	--no-checks) checks=0 ;;
 	--carry) carry=$(cd "${2:?--carry needs a dir}" && pwd) || die "no dir $2"; shift ;;
 	--) shift; extra=("$@"); break ;;
-	-h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
 	shift
@@ -136,10 +143,26 @@ fi
 keep_args=()
 [ "$keep" = 1 ] && keep_args=(--keep)
 
-run timeout -k 15 "$deadline" "$py" -m tests.gpu.gpu_check --work "$work" --hook "$hook" \
-	--helper "$helper" --cuda-check "$work/bin/cuda_check" --runc "$runc_bin" \
-	"${ptx_args[@]}" "${config_args[@]}" "${keep_args[@]}" "${extra[@]}"
-rc=$?
+rc=0
+if [ "$checks" = 1 ]; then
+	run timeout -k 15 "$deadline" "$py" -m tests.gpu.gpu_check --work "$work" --hook "$hook" \
+		--helper "$helper" --cuda-check "$work/bin/cuda_check" --runc "$runc_bin" \
+		"${ptx_args[@]}" "${config_args[@]}" "${keep_args[@]}" "${extra[@]}"
+	rc=$?
+fi
+for bench in "${benches[@]}"; do
+	if [ "$fake" = 1 ]; then
+		driver_args=(--hook-config "$cfg")
+	else
+		driver_args=(--driver-root auto --helper "$helper")
+	fi
+	# Word splitting of ARGS is wanted here: they are options.
+	# shellcheck disable=SC2086
+	run timeout -k 15 "$deadline" "$py" bench/hook_latency.py --hook "$hook" "${driver_args[@]}" \
+		--runc "$runc_bin" --work "$work/bench" $bench
+	brc=$?
+	[ "$rc" = 0 ] && rc=$brc
+done
 [ "$rc" = 124 ] && say "the checks ran past --deadline $deadline s and were stopped"
 if [ "$keep" = 0 ]; then
 	rm -rf "$work/fake" "$work/install" "$work/bin"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.hook_latency import percentile
+from bench.hook_latency import parse_importtime, percentile
 from tests.gpu.gpu_check import (
     Gpu,
     Host,
@@ -40,6 +40,18 @@ RUN_SH = REPO / "tests" / "gpu" / "run.sh"
 ])
 def test_percentile(values: list[float], q: float, expected: float) -> None:
     assert percentile(values, q) == pytest.approx(expected)
+
+
+def test_parse_importtime_takes_top_level_medians() -> None:
+    def run(json_us: int, nvhook_us: int) -> str:
+        return ("import time: self [us] | cumulative | imported package\n"
+                f"import time:       100 |        900 |   _json\n"
+                f"import time:       200 |   {json_us:>8} | json\n"
+                f"import time:       300 |   {nvhook_us:>8} | nvhook.cli\n")
+    result = parse_importtime(run(1000, 3000) + run(2000, 5000) + run(9000, 4000))
+    assert result["runs"] == 3
+    assert result["top"] == {"nvhook.cli": 4.0, "json": 2.0}    # _json is inside json
+    assert result["total_ms"] == pytest.approx(7.0)             # totals 4, 7, 13 ms
 
 
 @pytest.mark.parametrize("name,driver", [
