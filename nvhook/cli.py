@@ -34,6 +34,14 @@ commands:
                                  print the injection plan for a bundle; changes nothing
   hook finish [ARGS]              createRuntime hook of spec mode and CDI: symlinks, the
                                  /proc mask and ldconfig (reads the state on stdin)
+  cdi generate [--output FILE] [--format json|yaml] [--vendor V] [--class C]
+                                 write a CDI spec for this host's GPUs (docs/cdi.md)
+  cdi list [--spec-dir DIR]      fully qualified CDI device names in the spec dirs
+  cdi finish [ARGS]              createRuntime hook of nvhook's CDI specs
+  runtime [RUNTIME ARGS]         the runtime shim (also answers as nvidia-container-runtime):
+                                 on `create` writes a GPU request into config.json, then
+                                 execs runc/crun with the same arguments (NVHOOK_CONFIG or
+                                 /etc/nvhook/config.toml configures it)
   version                        print the version
 
 options:
@@ -105,7 +113,7 @@ def _plan(config: "Config", container: "Container", request: "Request",
     from nvhook.plan import build_plan
     from nvhook.rootfs import container_layout
 
-    inventory = discover(config, elf_details=not hot)
+    inventory = discover(config, elf_details=not hot, hot=hot)
     return build_plan(request, inventory, container_layout(container.rootfs))
 
 
@@ -256,7 +264,9 @@ def run(argv: Sequence[str]) -> int:
     if command in HOOK_STAGES_NOOP:
         return 0
     commands = {"list-devices": cmd_list_devices, "info": cmd_info, "list": cmd_list,
-                "plan": cmd_plan, "hook": cmd_hook}
+                "plan": cmd_plan, "hook": cmd_hook,
+                # nvhook.cdi imports lazily like every subcommand (cdi finish is a hook)
+                "cdi": lambda config, rest: __import__("nvhook.cdi").cdi.main(config, rest)}
     handler = commands.get(command)
     if handler is None:
         if as_hook:

@@ -55,6 +55,7 @@ class Config:
     no_cgroups: bool = False
     helper: str = ""                        # "" → found next to the package / libexec
     debug_log: str = ""
+    cache_dir: str = "/run/nvhook"         # NVML's answers between hook runs; "" = none
     # [runtime]
     runtimes: tuple[str, ...] = ("runc", "crun")
     runtime_mode: str = "spec"
@@ -95,6 +96,7 @@ _KEYS: dict[tuple[str, str], str] = {
     ("hook", "no-cgroups"): "no_cgroups",
     ("hook", "helper"): "helper",
     ("hook", "debug"): "debug_log",
+    ("hook", "cache-dir"): "cache_dir",
     ("runtime", "runtimes"): "runtimes",
     ("runtime", "mode"): "runtime_mode",
 }

@@ -9,23 +9,35 @@ import os
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
 if TYPE_CHECKING:
     from nvhook.config import Config
+    from nvhook.inventory.nvml import NvmlInfo
     from nvhook.model import Inventory
 
 
-def discover(config: Config, *, elf_details: bool = True) -> Inventory:
+NVML_LIBRARY = "libnvidia-ml.so.1"
+
+
+def discover(config: Config, *, elf_details: bool = True, hot: bool = False) -> Inventory:
     """Query NVML, then find the driver's files for the version NVML reports.
 
     ``elf_details``: read every scanned library with pyelftools (SONAME, class, machine).
     The hook passes False: a 20-byte header read decides class and machine, and pyelftools
     (tens of milliseconds to import and parse a driver's 26 large files) stays off its path;
     the SONAME links are made by ldconfig in the container anyway.
+    ``hot`` (the hook): NVML's answers come from nvmlcache while the kernel's view of the GPUs
+    is unchanged, and a fresh NVML session skips nvmlShutdown.
     """
-    from nvhook.inventory import driver, nvml, procfs
+    from nvhook.inventory import driver, procfs
     from nvhook.model import Inventory
 
     cache = driver.load_ldcache(config)
     # NVML first: its driver version decides which library files are the driver's.
-    info = nvml.query(config, driver.find_library(config, nvml.NVML_LIBRARY, cache))
+    # nvml (threading, cffi) is imported only when NVML is really asked: not on a cache hit
+    library = driver.find_library(config, NVML_LIBRARY, cache)
+    if hot:
+        info = _nvml_facts(config, library)
+    else:
+        from nvhook.inventory import nvml
+        info = nvml.query(config, library)
     majors = procfs.read_majors(config.proc_root)
     return Inventory(
         driver_version=info.driver_version,
@@ -41,3 +53,18 @@ def discover(config: Config, *, elf_details: bool = True) -> Inventory:
         proc_driver_dir=os.path.join(config.proc_root, "driver", "nvidia"),
         mig_minors=procfs.read_mig_minors(config.proc_root),
     )
+
+
+def _nvml_facts(config: Config, library: str | None) -> NvmlInfo:
+    from nvhook.inventory import nvml, nvmlcache
+
+    key = nvmlcache.cache_key(config.proc_root, library) if (
+        library and config.cache_dir) else None
+    if key is not None:
+        cached = nvmlcache.load(config.cache_dir, config.proc_root, key)
+        if cached is not None:
+            return cached
+    info = nvml.query(config, library, shutdown=False)
+    if key is not None:
+        nvmlcache.store(config.cache_dir, config.proc_root, key, info)
+    return info
