@@ -42,6 +42,10 @@ commands:
                                  on `create` writes a GPU request into config.json, then
                                  execs runc/crun with the same arguments (NVHOOK_CONFIG or
                                  /etc/nvhook/config.toml configures it)
+  runtime configure --runtime docker|containerd|crio|podman [--config PATH]
+                    [--set-as-default] [--dry-run] [--runtime-name N] [--runtime-path P]
+                    [--hook-path P] [--hook-config F]
+                                 register nvhook with an engine (docs/configure.md)
   version                        print the version
 
 options:
@@ -243,6 +247,10 @@ def plan_text(plan: "Plan") -> str:
 def run(argv: Sequence[str]) -> int:
     prog = os.path.basename(argv[0]) if argv else "nvhook"
     args = list(argv[1:])
+    if args[:2] == ["runtime", "configure"]:
+        # Its --config names the engine's file: dispatch before the global --config is taken.
+        from nvhook.configure import main as configure_main
+        return configure_main(args[2:])
     config_arg = _take(args, "--config", "-config")
     as_hook = prog in HOOK_NAMES
     _flag(args, "-debug", "--debug")

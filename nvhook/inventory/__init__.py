@@ -9,7 +9,7 @@ import os
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
 if TYPE_CHECKING:
     from nvhook.config import Config
-    from nvhook.inventory.nvml import NvmlInfo
+    from nvhook.model import NvmlInfo
     from nvhook.model import Inventory
 
 
@@ -56,7 +56,7 @@ def discover(config: Config, *, elf_details: bool = True, hot: bool = False) -> 
 
 
 def _nvml_facts(config: Config, library: str | None) -> NvmlInfo:
-    from nvhook.inventory import nvml, nvmlcache
+    from nvhook.inventory import nvmlcache
 
     key = nvmlcache.cache_key(config.proc_root, library) if (
         library and config.cache_dir) else None
@@ -64,6 +64,7 @@ def _nvml_facts(config: Config, library: str | None) -> NvmlInfo:
         cached = nvmlcache.load(config.cache_dir, config.proc_root, key)
         if cached is not None:
             return cached
+    from nvhook.inventory import nvml
     info = nvml.query(config, library, shutdown=False)
     if key is not None:
         nvmlcache.store(config.cache_dir, config.proc_root, key, info)

@@ -84,3 +84,21 @@ def test_no_cache_dir_means_nvml_every_time(fake) -> None:
             discover(config, hot=True)
     finally:
         drv.set_control()
+
+
+def test_a_hit_imports_neither_nvml_nor_cffi(fake) -> None:
+    import subprocess
+    import sys
+    drv, config = fake
+    discover(config, hot=True)
+    code = ("import sys; from nvhook import record; from nvhook.config import load_config\n"
+            "from nvhook.inventory import discover\n"
+            f"c = record.replace(load_config({str(drv.config_path)!r}, cache_dir=None), "
+            f"cache_dir={config.cache_dir!r})\n"
+            "discover(c, hot=True, elf_details=False)\n"
+            "bad = [m for m in sys.modules if m.startswith(('cffi', '_cffi', 'threading', "
+            "'nvhook.inventory.nvml', 'elftools'))\n"
+            "       and m != 'nvhook.inventory.nvmlcache']\n"
+            "assert not bad, bad\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
