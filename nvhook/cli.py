@@ -251,6 +251,11 @@ def run(argv: Sequence[str]) -> int:
         # Its --config names the engine's file: dispatch before the global --config is taken.
         from nvhook.configure import main as configure_main
         return configure_main(args[2:])
+    # The runtime shim: its arguments are runc's and reach runc untouched (no --config or
+    # --debug parsing here), and its pass-through path stays as cheap as the hook's gate.
+    if prog == "nvidia-container-runtime" or args[:1] == ["runtime"]:
+        from nvhook.runtime import main as runtime_main
+        return runtime_main(args if prog == "nvidia-container-runtime" else args[1:])
     config_arg = _take(args, "--config", "-config")
     as_hook = prog in HOOK_NAMES
     _flag(args, "-debug", "--debug")

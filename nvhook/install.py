@@ -15,7 +15,8 @@ import os
 import subprocess
 import sys
 
-HOOK_ALIASES = ("nvidia-container-runtime-hook", "nvidia-container-toolkit")
+HOOK_ALIASES = ("nvidia-container-runtime-hook", "nvidia-container-toolkit",
+                "nvidia-container-runtime")
 DEFAULT_HELPER_DIR = "/usr/libexec/nvhook"
 
 

@@ -1,6 +1,6 @@
-"""The runtime shim (`nvhook runtime`, or installed as `nvidia-container-runtime`): a runc-compatible
-runtime that edits the bundle's config.json on `create` when the container asks for GPUs, then
-execs the real runtime with the same arguments.
+"""The runtime shim (`nvhook runtime`, installed as `nvidia-container-runtime`): a runc-compatible
+runtime that edits the bundle's config.json on `create` when the container asks for GPUs,
+then execs the real runtime with the same arguments.
 
 Every other command (start, state, kill, delete, exec, features, --version...) goes straight
 to the real runtime, and so does a `create` of a container that asks for no GPU: that path
@@ -288,8 +288,9 @@ def edited_spec(container: Container, request: Request, config: Config,
     from nvhook.plan import build_plan, finish_args, split_for_spec
     from nvhook.rootfs import container_layout
 
-    # As the hook does: no pyelftools on a container's start (ldconfig makes the SONAME links).
-    inventory = discover(config, elf_details=False)
+    # As the hook does (a container is starting): NVML's cached answers while the driver is
+    # unchanged, no pyelftools (ldconfig in the container makes the SONAME links).
+    inventory = discover(config, elf_details=False, hot=True)
     plan = build_plan(request, inventory, container_layout(container.rootfs))
     spec_part, finish = split_for_spec(plan)
     args = finish_args(finish)

@@ -55,20 +55,24 @@ def hook_entry(path: str, args: Iterable[str]) -> dict[str, Any]:
 
 
 def without_nvidia_hooks(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The spec minus every NVIDIA injecting hook; stages left empty are removed."""
+    """The spec minus every NVIDIA injecting hook; a stage (and ``hooks``) that only held
+    such hooks is removed, anything else is left as it was."""
     out = copy.deepcopy(dict(spec))
     if out.get("hooks") is None:
         return out
     hooks = _dict_at(out, "hooks")
+    removed = False
     for stage in INJECTING_STAGES:
-        if stage not in hooks:
+        entries = _list_at(hooks, stage, "hooks.")
+        kept = [h for h in entries if not is_nvidia_hook(h)]
+        if len(kept) == len(entries):
             continue
-        kept = [h for h in _list_at(hooks, stage, "hooks.") if not is_nvidia_hook(h)]
+        removed = True
         if kept:
             hooks[stage] = kept
         else:
             del hooks[stage]
-    if not hooks:
+    if removed and not hooks:
         del out["hooks"]
     return out
 

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGING = REPO / "packaging"
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 LAUNCHERS = ("/usr/bin/nvhook", "/usr/bin/nvidia-container-runtime-hook",
-             "/usr/bin/nvidia-container-toolkit")
+             "/usr/bin/nvidia-container-toolkit", "/usr/bin/nvidia-container-runtime")
 HELPER = "/usr/libexec/nvhook/nvhook-helper"
 CONFIG = "/etc/nvhook/config.toml"
 DIST_PACKAGES = "/usr/lib/python3/dist-packages"
