@@ -34,6 +34,7 @@ import posixpath
 import sys
 
 from nvhook.errors import NvhookError
+from nvhook.record import record
 
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
 if TYPE_CHECKING:
@@ -73,31 +74,24 @@ def cdi_layout(machine: str | None = None) -> "Layout":
 
 
 # ---------------------------------------------------------------------------- plans → devices
+@record
 class CdiDevice:
     """One physical GPU or MIG device of the spec: its CDI names and its own plan part."""
 
-    __slots__ = ("names", "nodes", "key", "bus_ids", "proc_binds")
-
-    def __init__(self, names: tuple[str, ...], nodes: "tuple[DeviceNode, ...]",
-                 key: "DeviceNode | None", bus_ids: tuple[str, ...],
-                 proc_binds: tuple[str, ...]) -> None:
-        self.names = names                # e.g. ("1", "GPU-…")
-        self.nodes = nodes                # device nodes only this device brings
-        self.key = key                    # the node whose presence earns bus_ids/proc_binds
-        self.bus_ids = bus_ids            # /proc/driver/nvidia/gpus entries it may see
-        self.proc_binds = proc_binds      # paths under /proc/driver/nvidia it may see
+    names: tuple[str, ...]                 # e.g. ("1", "GPU-…")
+    nodes: "tuple[DeviceNode, ...]"        # device nodes only this device brings
+    key: "DeviceNode | None"               # the node whose presence earns what follows
+    bus_ids: tuple[str, ...]               # /proc/driver/nvidia/gpus entries it may see
+    proc_binds: tuple[str, ...]            # paths under /proc/driver/nvidia it may see
 
 
+@record
 class CdiPlans:
     """The common plan (no GPU selected) and every device, cut from ``build_plan``."""
 
-    __slots__ = ("common", "devices", "all_nodes")
-
-    def __init__(self, common: "Plan", devices: tuple[CdiDevice, ...],
-                 all_nodes: "tuple[DeviceNode, ...]") -> None:
-        self.common = common
-        self.devices = devices
-        self.all_nodes = all_nodes
+    common: "Plan"
+    devices: tuple[CdiDevice, ...]
+    all_nodes: "tuple[DeviceNode, ...]"    # the "all" device's own nodes
 
 
 def cdi_plans(inventory: "Inventory", capabilities: frozenset[str],
@@ -179,12 +173,7 @@ def _edits(plan: "Plan") -> dict[str, Any]:
     from nvhook.plan import plan_to_json
 
     edits = plan_to_json(plan)["containerEdits"]
-    out: dict[str, Any] = {}
-    if edits["deviceNodes"]:
-        out["deviceNodes"] = _nodes_json(plan.device_nodes)
-    if edits["mounts"]:
-        out["mounts"] = edits["mounts"]
-    return out
+    return {k: edits[k] for k in ("deviceNodes", "mounts") if edits[k]}
 
 
 def _nodes_json(nodes: "tuple[DeviceNode, ...]") -> list[dict[str, Any]]:

@@ -146,6 +146,12 @@ def cmd_hook(config: "Config", args: list[str]) -> int:
     return 0
 
 
+def cmd_cdi(config: "Config", args: list[str]) -> int:
+    """`nvhook cdi generate|list|finish` (cdi finish is the createRuntime hook of CDI specs)."""
+    from nvhook.cdi import main as cdi_main
+    return cdi_main(config, args)
+
+
 # ---------------------------------------------------------------------------- tools
 def _inventory(config: "Config") -> "Inventory":
     from nvhook.inventory import discover
@@ -278,8 +284,7 @@ def run(argv: Sequence[str]) -> int:
         return 0
     commands = {"list-devices": cmd_list_devices, "info": cmd_info, "list": cmd_list,
                 "plan": cmd_plan, "hook": cmd_hook,
-                # nvhook.cdi imports lazily like every subcommand (cdi finish is a hook)
-                "cdi": lambda config, rest: __import__("nvhook.cdi").cdi.main(config, rest)}
+                "cdi": cmd_cdi}
     handler = commands.get(command)
     if handler is None:
         if as_hook:

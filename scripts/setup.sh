@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   python3 python3-cffi python3-pyelftools python3-prctl python3-pyroute2  # nvhook itself
   gcc libc6-dev                                                           # the C helper
-  python3-pytest python3-hypothesis gcc-multilib busybox-static runc      # tests, fake driver, demo
+  python3-pytest python3-hypothesis python3-yaml gcc-multilib busybox-static runc  # tests, demo
+  docker.io containerd podman crun conmon                                 # engine tests
   util-linux procps kmod jq ca-certificates
   dpkg-dev build-essential debhelper dh-python pybuild-plugin-pyproject              # the .deb
   python3-all python3-setuptools python3-wheel lintian

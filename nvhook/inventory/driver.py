@@ -150,34 +150,67 @@ class _DirScan:
         self.root = root
         self.dirs = dirs
         self.elf_details = elf_details
-        self._names: list[tuple[str, str]] | None = None       # (dir, basename)
+        self._names: list[tuple[str, str, str]] | None = None   # (dir, real dir, basename)
         self._facts: dict[str, ElfFacts | None] = {}
+        self._real: dict[str, str | None] = {}      # "<real dir>/<name>" → real file
+        self._class: dict[str, tuple[int, int] | None] = {}
 
-    def find(self, prefix: str, suffix: str, arch: int) -> list[tuple[str, str | None]]:
-        """(real path, soname) of the files named prefix* whose real name ends with suffix."""
+    def _listing(self) -> list[tuple[str, str, str]]:
         if self._names is None:
             self._names = []
+            seen: set[str] = set()
             for d in self.dirs:
                 real_dir = resolve_in_root(self.root, f"/{d}")
-                if real_dir is None or not os.path.isdir(real_dir):
+                # lib -> lib64 and the like: list each real directory once
+                if real_dir is None or real_dir in seen or not os.path.isdir(real_dir):
                     continue
+                seen.add(real_dir)
                 try:
                     names = sorted(os.listdir(real_dir))
                 except OSError:
                     continue
-                self._names += [(d, n) for n in names]
+                self._names += [(d, real_dir, n) for n in names]
+        return self._names
+
+    def _resolve(self, d: str, real_dir: str, name: str) -> str | None:
+        """Real file of real_dir/name: a link to a plain name in the same directory (how
+        drivers link SONAMEs) is followed here; anything else by resolve_in_root."""
+        key = f"{real_dir}/{name}"
+        if key not in self._real:
+            path = key
+            real: str | None = None
+            for _ in range(_MAX_LINKS):
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    break
+                if not stat.S_ISLNK(st.st_mode):
+                    real = path
+                    break
+                target = os.readlink(path)
+                if "/" in target or target in (".", ".."):
+                    real = resolve_in_root(self.root, f"/{d}/{os.path.basename(path)}")
+                    break
+                path = f"{real_dir}/{target}"
+            self._real[key] = real
+        return self._real[key]
+
+    def find(self, prefix: str, suffix: str, arch: int) -> list[tuple[str, str | None]]:
+        """(real path, soname) of the files named prefix* whose real name ends with suffix."""
         out: list[tuple[str, str | None]] = []
-        for d, name in self._names:
+        for d, real_dir, name in self._listing():
             if not name.startswith(prefix):
                 continue
-            real = resolve_in_root(self.root, f"/{d}/{name}")
+            real = self._resolve(d, real_dir, name)
             if real is None or not os.path.basename(real).endswith(suffix):
                 continue
             if any(real == r for r, _ in out):     # another link to a file already taken
                 continue
             # The header check first: most candidates are the other word size, and
             # rejecting them this way keeps pyelftools (slow to import) off the path.
-            if elf_class(real) != (_bits(arch), _ARCH_MACHINE.get(arch)):
+            if real not in self._class:
+                self._class[real] = elf_class(real)
+            if self._class[real] != (_bits(arch), _ARCH_MACHINE.get(arch)):
                 continue
             if not self.elf_details:
                 out.append((real, None))
