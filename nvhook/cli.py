@@ -113,12 +113,8 @@ def hook_prestart(config: "Config", stdin_text: str) -> int:
 
 def _plan(config: "Config", container: "Container", request: "Request",
           hot: bool = False) -> "Plan":
-    from nvhook.inventory import discover
-    from nvhook.plan import build_plan
-    from nvhook.rootfs import container_layout
-
-    inventory = discover(config, elf_details=not hot, hot=hot)
-    return build_plan(request, inventory, container_layout(container.rootfs))
+    from nvhook.decide import plan_container
+    return plan_container(config, container, request, hot=hot)
 
 
 if TYPE_CHECKING:

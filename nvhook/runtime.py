@@ -284,14 +284,11 @@ def edited_spec(container: Container, request: Request, config: Config,
         raise NvhookError(f"[runtime] mode {config.runtime_mode!r} is unknown"
                           + (f" in {config.source}" if config.source else ""),
                           'set [runtime] mode = "spec" or "hook"')
-    from nvhook.inventory import discover
-    from nvhook.plan import build_plan, finish_args, split_for_spec
-    from nvhook.rootfs import container_layout
+    from nvhook.decide import plan_container
+    from nvhook.plan import finish_args, split_for_spec
 
-    # As the hook does (a container is starting): NVML's cached answers while the driver is
-    # unchanged, no pyelftools (ldconfig in the container makes the SONAME links).
-    inventory = discover(config, elf_details=False, hot=True)
-    plan = build_plan(request, inventory, container_layout(container.rootfs))
+    # As the hook does: a container is starting.
+    plan = plan_container(config, container, request, hot=True)
     spec_part, finish = split_for_spec(plan)
     args = finish_args(finish)
     hook = specedit.hook_entry(launcher, base + ["hook", "finish", *args]) if args else None

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 NVML_LIBRARY = "libnvidia-ml.so.1"
 
 
-def discover(config: Config, *, elf_details: bool = True, hot: bool = False) -> Inventory:
+def discover(config: Config, *, elf_details: bool = True, hot: bool = False,
+             mig_management: bool = False) -> Inventory:
     """Query NVML, then find the driver's files for the version NVML reports.
 
     ``elf_details``: read every scanned library with pyelftools (SONAME, class, machine).
@@ -24,7 +25,9 @@ def discover(config: Config, *, elf_details: bool = True, hot: bool = False) -> 
     (tens of milliseconds to import and parse a driver's 26 large files) stays off its path;
     the SONAME links are made by ldconfig in the container anyway.
     ``hot`` (the hook): NVML's answers come from nvmlcache while the kernel's view of the GPUs
-    is unchanged, and a fresh NVML session skips nvmlShutdown.
+    is unchanged, and a fresh NVML session skips nvmlShutdown; and the MIG minors table
+    (a slow procfs read: 8 ms on an H200 host) is read only when MIG is in play: a GPU in
+    MIG mode, or ``mig_management`` (NVIDIA_MIG_CONFIG/MONITOR_DEVICES asked).
     """
     from nvhook.inventory import driver, procfs
     from nvhook.model import Inventory
@@ -51,7 +54,8 @@ def discover(config: Config, *, elf_details: bool = True, hot: bool = False) -> 
         device_nodes=driver.find_device_nodes(config, majors),
         majors=majors,
         proc_driver_dir=os.path.join(config.proc_root, "driver", "nvidia"),
-        mig_minors=procfs.read_mig_minors(config.proc_root),
+        mig_minors=procfs.read_mig_minors(config.proc_root) if (
+            not hot or mig_management or any(g.mig_enabled for g in info.gpus)) else {},
     )
 
 

@@ -102,3 +102,17 @@ def test_a_hit_imports_neither_nvml_nor_cffi(fake) -> None:
             "assert not bad, bad\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+def test_hot_reads_mig_minors_only_when_mig_is_in_play(tmp_path: Path) -> None:
+    plain = build_fake_driver(tmp_path / "plain", gpus=1)
+    config = record.replace(load_config(str(plain.config_path), cache_dir=None),
+                            cache_dir=str(tmp_path / "cache"))
+    assert discover(config, hot=True).mig_minors == {}
+    assert discover(config, hot=True, mig_management=True).mig_minors != {}
+    assert discover(config).mig_minors != {}
+
+
+def test_hot_reads_mig_minors_for_a_mig_gpu(fake) -> None:
+    drv, config = fake
+    assert discover(config, hot=True).mig_minors == discover(config).mig_minors != {}
