@@ -83,6 +83,15 @@ class Gpu:
 
 
 @record
+class NvmlInfo:
+    """What NVML says of the host: the driver, and the GPUs in NVML's order."""
+
+    driver_version: str                      # NVRM version, e.g. 580.159.04
+    cuda_version: str                        # driver's CUDA version, e.g. 13.0
+    gpus: tuple[Gpu, ...]
+
+
+@record
 class Library:
     """A driver library file on the host, classified by the capability that needs it."""
 

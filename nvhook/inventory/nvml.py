@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import threading
-from nvhook.record import record
 
 from nvhook.config import Config
 from nvhook.errors import NvhookError
-from nvhook.model import Gpu, MigDevice
+from nvhook.model import Gpu, MigDevice, NvmlInfo
 
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
 if TYPE_CHECKING:
@@ -61,13 +60,6 @@ BRAND_NAMES = (
 )
 
 _HEX = frozenset("0123456789abcdefABCDEF")
-
-
-@record
-class NvmlInfo:
-    driver_version: str
-    cuda_version: str
-    gpus: tuple[Gpu, ...]
 
 
 def brand_name(value: int) -> str:

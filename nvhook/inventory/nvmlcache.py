@@ -22,7 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from nvhook.inventory.nvml import NvmlInfo
+    from nvhook.model import NvmlInfo
 
 VERSION = 1
 
@@ -61,7 +61,7 @@ def _path(cache_dir: str, proc_root: str) -> str:
 
 def load(cache_dir: str, proc_root: str, key: str) -> NvmlInfo | None:
     from nvhook import fastjson
-    from nvhook.inventory.nvml import NvmlInfo
+    from nvhook.model import NvmlInfo
 
     try:
         fd = os.open(_path(cache_dir, proc_root), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
