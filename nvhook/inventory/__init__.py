@@ -32,6 +32,7 @@ def discover(config: Config, *, elf_details: bool = True, hot: bool = False,
     from nvhook.inventory import driver, procfs
     from nvhook.model import Inventory
 
+    driver.forget_dirs()
     cache = driver.load_ldcache(config)
     # NVML first: its driver version decides which library files are the driver's.
     # nvml (threading, cffi) is imported only when NVML is really asked: not on a cache hit

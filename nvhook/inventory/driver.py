@@ -56,12 +56,53 @@ _NODE_MAJOR = {
 
 
 # ------------------------------------------------------------------------ rooted paths
+# Directories already resolved during this discovery ((root, path) → host dir): a driver's
+# libraries sit in a handful of directories, and walking each one's path again for every
+# file was most of the hook's discovery time. Cleared by forget_dirs() at each discovery.
+_DIRS: dict[tuple[str, str], str | None] = {}
+
+
+def forget_dirs() -> None:
+    _DIRS.clear()
+
+
 def resolve_in_root(root: str, path: str) -> str | None:
     """The host path of ``path`` looked up inside ``root``; None if it does not exist.
 
     Symlinks are followed, but an absolute target restarts at ``root`` and ``..`` stops at
     ``root``: the answer is always inside it (what ``ldconfig -r`` and chroot would see).
+    The common case (a file, or a link to a plain name beside it, in a directory resolved
+    before) takes one or two lstat calls.
     """
+    parent, _, name = path.rpartition("/")
+    if name and name not in (".", ".."):
+        key = (root, parent)
+        if key not in _DIRS:
+            _DIRS[key] = _walk_in_root(root, parent or "/")
+        real_dir = _DIRS[key]
+        if real_dir is None:
+            return None
+        for _ in range(_MAX_LINKS):
+            candidate = f"{real_dir}/{name}" if real_dir != "/" else f"/{name}"
+            try:
+                st = os.lstat(candidate)
+            except OSError:
+                return None
+            if not stat.S_ISLNK(st.st_mode):
+                return candidate
+            try:
+                target = os.readlink(candidate)
+            except OSError:
+                return None
+            if "/" in target or target in (".", ".."):
+                break                     # anything but a sibling name: the full walk
+            name = target
+        else:
+            return None
+    return _walk_in_root(root, path)
+
+
+def _walk_in_root(root: str, path: str) -> str | None:
     root = os.path.normpath(root) if root else "/"
     # the components still to walk, last first (a list: collections costs the hook 1 ms)
     pending = [p for p in reversed(path.split("/")) if p]
@@ -154,6 +195,7 @@ class _DirScan:
         self._facts: dict[str, ElfFacts | None] = {}
         self._real: dict[str, str | None] = {}      # "<real dir>/<name>" → real file
         self._class: dict[str, tuple[int, int] | None] = {}
+        self._index: dict[str, list[tuple[str, str, str]]] | None = None
 
     def _listing(self) -> list[tuple[str, str, str]]:
         if self._names is None:
@@ -195,12 +237,23 @@ class _DirScan:
             self._real[key] = real
         return self._real[key]
 
+    def _named(self, prefix: str) -> list[tuple[str, str, str]]:
+        """Listing entries named prefix*, through an index built once (prefixes end in
+        ".so"; an entry's key is its name up to and including the first ".so")."""
+        if self._index is None:
+            self._index = {}
+            for entry in self._listing():
+                stem, so, _ = entry[2].partition(".so")
+                if so:
+                    self._index.setdefault(stem + so, []).append(entry)
+        if prefix.endswith(".so"):
+            return self._index.get(prefix, [])
+        return [e for e in self._listing() if e[2].startswith(prefix)]
+
     def find(self, prefix: str, suffix: str, arch: int) -> list[tuple[str, str | None]]:
         """(real path, soname) of the files named prefix* whose real name ends with suffix."""
         out: list[tuple[str, str | None]] = []
-        for d, real_dir, name in self._listing():
-            if not name.startswith(prefix):
-                continue
+        for d, real_dir, name in self._named(prefix):
             real = self._resolve(d, real_dir, name)
             if real is None or not os.path.basename(real).endswith(suffix):
                 continue

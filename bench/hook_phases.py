@@ -1,0 +1,92 @@
+"""Where the hook's own Python time goes, phase by phase, in fresh interpreters.
+
+Each run is a new `python3 -IS` process (as the launcher starts one) that does what
+`nvhook prestart` does up to the helper, timing each phase; the medians over the runs are
+printed. The helper's own steps are timed by hook_latency.py --profile.
+
+    python3 bench/hook_phases.py --config FILE [--runs 30] [--devices all]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CHILD = r"""
+import sys, time
+t0 = time.perf_counter()
+sys.path[:0] = PATHS
+from nvhook import cli, gate, oci
+from nvhook.config import load_config
+from nvhook.request import parse_request
+t_imports = time.perf_counter()
+state = STATE
+assert gate.may_ask_for_gpus(state, CONFIG)
+t_gate = time.perf_counter()
+config = load_config(CONFIG)
+t_config = time.perf_counter()
+container = oci.load_container(oci.parse_state(state))
+request = parse_request(container, config)
+t_request = time.perf_counter()
+from nvhook.inventory import discover
+from nvhook.plan import build_plan
+from nvhook.rootfs import container_layout
+t_imports2 = time.perf_counter()
+inventory = discover(config, elf_details=False, hot=True)
+t_discover = time.perf_counter()
+layout = container_layout(container.rootfs)
+plan = build_plan(request, inventory, layout)
+t_plan = time.perf_counter()
+from nvhook import apply
+text = apply.render_input(plan, pid=container.pid, rootfs=container.rootfs, owner=(0, 0),
+                          cgroup_rules=plan.cgroup_rules, ldconfig="/sbin/ldconfig")
+t_render = time.perf_counter()
+ms = lambda a, b: round((b - a) * 1e3, 3)
+print({"imports": ms(t0, t_imports) + ms(t_request, t_imports2), "gate": ms(t_imports, t_gate),
+       "config": ms(t_gate, t_config), "state+request": ms(t_config, t_request),
+       "discover": ms(t_imports2, t_discover), "plan": ms(t_discover, t_plan),
+       "render": ms(t_plan, t_render), "total": ms(t0, t_render)})
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--devices", default="all")
+    ap.add_argument("--python", default="/usr/bin/python3")
+    ap.add_argument("--path", action="append", default=[],
+                    help="extra sys.path entries (e.g. where cffi lives)")
+    opts = ap.parse_args()
+    with tempfile.TemporaryDirectory() as bundle:
+        os.makedirs(os.path.join(bundle, "rootfs/etc"))
+        with open(os.path.join(bundle, "rootfs/etc/debian_version"), "w") as f:
+            f.write("12\n")
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            json.dump({"ociVersion": "1.0.2", "root": {"path": "rootfs"},
+                       "process": {"args": ["true"], "env": [
+                           "PATH=/bin", f"NVIDIA_VISIBLE_DEVICES={opts.devices}"]}}, f)
+        state = json.dumps({"ociVersion": "1.0.2", "id": "x", "pid": os.getpid(),
+                            "bundle": bundle, "status": "creating"})
+        code = (CHILD.replace("PATHS", repr([REPO, *opts.path]))
+                .replace("STATE", repr(state)).replace("CONFIG", repr(opts.config)))
+        samples: dict[str, list[float]] = {}
+        for _ in range(opts.runs + 2):
+            out = subprocess.run([opts.python, "-IS", "-c", code], capture_output=True,
+                                 text=True, check=True).stdout
+            for k, v in eval(out).items():  # noqa: S307 - our own child's dict literal
+                samples.setdefault(k, []).append(v)
+    print(f"hook phases, median of {opts.runs} fresh interpreters (first 2 runs dropped), ms:")
+    for k, v in samples.items():
+        print(f"  {k:<14} {statistics.median(v[2:]):7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
