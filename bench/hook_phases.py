@@ -1,8 +1,11 @@
 """Where the hook's own Python time goes, phase by phase, in fresh interpreters.
 
-Each run is a new `python3 -IS` process (as the launcher starts one) that does what
-`nvhook prestart` does up to the helper, timing each phase; the medians over the runs are
-printed. The helper's own steps are timed by hook_latency.py --profile.
+Each run is a new `python3 -IS` process (as the launcher starts one) that runs
+`nvhook prestart`'s code with the helper run left out, timing each phase: imports, the gate,
+the config, and the decision (state, request, then the plan: from the plan cache, or by
+discovery and planning on a miss). The first runs fill the caches and are dropped; the
+medians of the rest are printed. The helper's own steps are timed by
+hook_latency.py --profile.
 
     python3 bench/hook_phases.py --config FILE [--runs 30] [--devices all]
 """
@@ -22,36 +25,24 @@ CHILD = r"""
 import sys, time
 t0 = time.perf_counter()
 sys.path[:0] = PATHS
-from nvhook import cli, gate, oci
-from nvhook.config import load_config
-from nvhook.request import parse_request
+from nvhook import cli, gate
 t_imports = time.perf_counter()
 state = STATE
 assert gate.may_ask_for_gpus(state, CONFIG)
 t_gate = time.perf_counter()
-config = load_config(CONFIG)
+config = cli._config(CONFIG)
 t_config = time.perf_counter()
-container = oci.load_container(oci.parse_state(state))
-request = parse_request(container, config)
-t_request = time.perf_counter()
-from nvhook.inventory import discover
-from nvhook.plan import build_plan
-from nvhook.rootfs import container_layout
-t_imports2 = time.perf_counter()
-inventory = discover(config, elf_details=False, hot=True)
-t_discover = time.perf_counter()
-layout = container_layout(container.rootfs)
-plan = build_plan(request, inventory, layout)
-t_plan = time.perf_counter()
 from nvhook import apply
-text = apply.render_input(plan, pid=container.pid, rootfs=container.rootfs, owner=(0, 0),
-                          cgroup_rules=plan.cgroup_rules, ldconfig="/sbin/ldconfig")
-t_render = time.perf_counter()
+t_apply = time.perf_counter()
+bodies = []
+apply.apply_body = lambda body, container, config: bodies.append(body)   # no helper run
+cli.hook_prestart(config, state)
+t_decide = time.perf_counter()
+assert bodies and bodies[0].endswith("end\n")
 ms = lambda a, b: round((b - a) * 1e3, 3)
-print({"imports": ms(t0, t_imports) + ms(t_request, t_imports2), "gate": ms(t_imports, t_gate),
-       "config": ms(t_gate, t_config), "state+request": ms(t_config, t_request),
-       "discover": ms(t_imports2, t_discover), "plan": ms(t_discover, t_plan),
-       "render": ms(t_plan, t_render), "total": ms(t0, t_render)})
+print({"imports": ms(t0, t_imports) + ms(t_config, t_apply), "gate": ms(t_imports, t_gate),
+       "config": ms(t_gate, t_config), "decide": ms(t_apply, t_decide),
+       "total": ms(t0, t_decide)})
 """
 
 

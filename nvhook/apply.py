@@ -53,11 +53,24 @@ def apply_plan(plan: Plan, container: Container, config: Config) -> None:
     if pid is None or pid <= 1:
         raise NvhookError(f"state pid {pid} is not a host pid: nvhook must run as a prestart or "
                           "createRuntime hook", _FIXES["setns"])
-    helper = find_helper(config)
+    apply_body(plan_body(plan, config), container, config)
+
+
+def plan_body(plan: Plan, config: Config) -> str:
+    """The helper input's plan part, with this host's ldconfig and cgroup settings."""
     ldconfig = resolve_ldconfig(config.ldconfig) if plan.ldconfig_dirs else None
-    text = render_input(plan, pid=pid, rootfs=container.rootfs, owner=container_owner(pid),
-                        cgroup_rules=() if config.no_cgroups else plan.cgroup_rules,
-                        ldconfig=ldconfig)
+    return render_body(plan, cgroup_rules=() if config.no_cgroups else plan.cgroup_rules,
+                       ldconfig=ldconfig)
+
+
+def apply_body(body: str, container: Container, config: Config) -> None:
+    """Run the helper on a rendered plan body for this container."""
+    pid = container.pid
+    if pid is None or pid <= 1:
+        raise NvhookError(f"state pid {pid} is not a host pid: nvhook must run as a prestart or "
+                          "createRuntime hook", _FIXES["setns"])
+    helper = find_helper(config)
+    text = render_header(pid=pid, rootfs=container.rootfs, owner=container_owner(pid)) + body
     run_helper(helper, text, debug_log=config.debug_log)
 
 
@@ -135,10 +148,24 @@ def _line(*fields: str) -> str:
 def render_input(plan: Plan, *, pid: int, rootfs: str, owner: tuple[int, int] | None,
                  cgroup_rules: Iterable[str] = (), ldconfig: str | None = None) -> str:
     """The helper's stdin for ``plan`` (docs/contracts.md §2). Pure."""
+    return (render_header(pid=pid, rootfs=rootfs, owner=owner) +
+            render_body(plan, cgroup_rules=cgroup_rules, ldconfig=ldconfig))
+
+
+def render_header(*, pid: int, rootfs: str, owner: tuple[int, int] | None) -> str:
+    """The container's part of the helper's input: which process, which root, whose files."""
     out = [_line("version", str(PROTOCOL_VERSION)), _line("pid", str(pid)),
            _line("rootfs", _field(rootfs, "rootfs"))]
     if owner is not None:
         out.append(_line("owner", str(owner[0]), str(owner[1])))
+    return "".join(out)
+
+
+def render_body(plan: Plan, *, cgroup_rules: Iterable[str] = (),
+                ldconfig: str | None = None) -> str:
+    """The plan's part of the helper's input: the same for every container that asks the
+    same of an unchanged host (what nvhook.plancache keeps)."""
+    out = []
     for node in plan.device_nodes:
         out.append(_line("device", _field(node.path, "device path"),
                          _field(node.host_path, "device host path"), str(node.major),

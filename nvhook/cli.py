@@ -105,9 +105,22 @@ def hook_prestart(config: "Config", stdin_text: str) -> int:
             f"state pid {pid} is not a host pid: nvhook must run as a prestart or "
             "createRuntime hook", "register nvhook under hooks.prestart (or createRuntime), "
             "not createContainer")
-    plan = _plan(config, container, request, hot=True)
-    from nvhook.apply import apply_plan
-    apply_plan(plan, container, config)
+    from nvhook import apply
+    from nvhook.rootfs import container_layout
+
+    layout = container_layout(container.rootfs)
+    body, key = None, None
+    if config.cache_dir:
+        from nvhook import plancache
+        key = plancache.cache_key(config, request, layout)
+        body = plancache.load(config.cache_dir, key)
+    if body is None:
+        from nvhook.decide import plan_container
+        body = apply.plan_body(plan_container(config, container, request, hot=True,
+                                              layout=layout), config)
+        if key is not None:
+            plancache.store(config.cache_dir, key, body)
+    apply.apply_body(body, container, config)
     return 0
 
 

@@ -198,3 +198,20 @@ def test_hostile_dev_and_proc_symlinks_stay_inside(hooked, run_container, tmp_pa
     assert (host_dir / "canary").read_text() == "host file\n"
     if r.rc == 0:
         assert "count=2" in r.out
+
+
+def test_cached_plan_is_not_used_after_the_host_changed(hooked, run_container,
+                                                        tmp_path: Path) -> None:
+    from tests.fakedriver import build_fake_driver
+    drv = build_fake_driver(tmp_path / "drv", gpus=2)
+    cfg = tmp_path / "own.toml"
+    cfg.write_text(drv.config_path.read_text() +
+                   f'\n[hook]\nhelper = "{hooked.helper}"\ncache-dir = "{tmp_path / "cache"}"\n')
+    ok = run_container(show(1), env=["NVIDIA_VISIBLE_DEVICES=all"], hooks=hooked.hook(cfg))
+    again = run_container(show(1), env=["NVIDIA_VISIBLE_DEVICES=all"], hooks=hooked.hook(cfg))
+    assert ok.rc == 0 and again.rc == 0, again.err
+    assert field(ok.out, "nodes") == field(again.out, "nodes")
+    assert any(p.name.startswith("plan-") for p in (tmp_path / "cache").iterdir())
+    (drv.dev_root / "dev/nvidia1").unlink()    # the GPU node is gone from the host
+    r = run_container("true", env=["NVIDIA_VISIBLE_DEVICES=all"], hooks=hooked.hook(cfg))
+    assert r.rc != 0 and "device node /dev/nvidia1 is missing" in r.err
