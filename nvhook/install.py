@@ -40,11 +40,19 @@ def module_dirs() -> list[str]:
 
 
 def launcher_text(python: str, dirs: list[str]) -> str:
+    # os._exit after flushing: the interpreter's teardown (about 2 ms) buys a hook nothing,
+    # and a daemon thread stuck in NVML cannot hold the exit up.
     return (f"#!{python} -IS\n"
-            "import sys\n"
+            "import os, sys\n"
             f"sys.path[:0] = {dirs!r}\n"
             "from nvhook.cli import main\n"
-            "sys.exit(main())\n")
+            "code = main()\n"
+            "try:\n"
+            "    sys.stdout.flush()\n"
+            "    sys.stderr.flush()\n"
+            "except OSError:\n"
+            "    code = code or 1\n"
+            "os._exit(code)\n")
 
 
 def write_launcher(path: str, python: str, dirs: list[str]) -> None:
