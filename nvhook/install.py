@@ -1,9 +1,11 @@
 """The install step: build the C helper and write the launchers that runtimes execute.
 
-A launcher is a three-line Python script started with ``-I -S`` (isolated, no site): the
+A launcher is a short Python script started with ``-I -S`` (isolated, no site): the
 runtime's environment (PYTHONPATH, PYTHONHOME, user site) cannot change what it imports,
 and skipping site saves start-up time. The directories that hold nvhook and its
-dependencies are therefore written into the launcher when it is installed.
+dependencies are therefore written into the launcher when it is installed, after the
+standard library's own (so no directory can shadow a standard module, and the standard
+library's imports do not search them first).
 
     python3 -m nvhook.install [--prefix /usr/local] [--helper-dir DIR] [--python PATH]
 """
@@ -44,7 +46,7 @@ def launcher_text(python: str, dirs: list[str]) -> str:
     # and a daemon thread stuck in NVML cannot hold the exit up.
     return (f"#!{python} -IS\n"
             "import os, sys\n"
-            f"sys.path[:0] = {dirs!r}\n"
+            f"sys.path += {dirs!r}\n"
             "from nvhook.cli import main\n"
             "code = main()\n"
             "try:\n"
