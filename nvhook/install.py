@@ -25,13 +25,11 @@ DEFAULT_HELPER_DIR = "/usr/libexec/nvhook"
 def module_dirs() -> list[str]:
     """sys.path entries that hold nvhook and the third-party packages it imports."""
     dirs: list[str] = []
-    for name in ("nvhook", "cffi", "_cffi_backend", "elftools", "prctl", "_prctl"):
+    for name in ("nvhook", "cffi", "_cffi_backend", "elftools"):
         spec = importlib.util.find_spec(name)
         if spec is None or spec.origin is None:
-            if name in ("nvhook", "cffi", "_cffi_backend", "elftools"):
-                raise SystemExit(f"nvhook install: cannot import {name}; install it first "
-                                 "(Debian: apt-get install python3-cffi python3-pyelftools)")
-            continue
+            raise SystemExit(f"nvhook install: cannot import {name}; install it first "
+                             "(Debian: apt-get install python3-cffi python3-pyelftools)")
         origin = os.path.abspath(spec.origin)
         if spec.submodule_search_locations:          # a package: its parent dir
             origin = os.path.dirname(origin)
