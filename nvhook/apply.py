@@ -238,8 +238,9 @@ def _spawn(args: list[str], stdin: bytes, timeout: float) -> tuple[int, str]:
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     # Nothing of runc's (or the image's) environment reaches the helper: no LD_*, no PATH.
     # os.posix_spawn has no chdir action in 3.11: the helper changes to "/" itself.
+    empty_env: dict[str, str] = {}
     try:
-        pid = os.posix_spawn(args[0], args, {}, file_actions=[
+        pid = os.posix_spawn(args[0], args, empty_env, file_actions=[
             (os.POSIX_SPAWN_DUP2, in_r, 0),
             (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
             (os.POSIX_SPAWN_DUP2, err_w, 2),

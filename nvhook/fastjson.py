@@ -39,7 +39,7 @@ def loads(text: str | bytes) -> Any:
         except ImportError:
             import json
             return json.loads(text)
-        _SCANNER = make_scanner(_Context())
+        _SCANNER = make_scanner(_Context())  # type: ignore[arg-type]  # duck-typed context
     start = len(text) - len(text.lstrip(_WHITESPACE))
     try:
         value, end = _SCANNER(text, start)

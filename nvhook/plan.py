@@ -277,13 +277,14 @@ def finish_from_args(args: list[str], proc_driver_dir: str) -> tuple[Plan, list[
     binds: list[Mount] = []
     mask: ProcMask | None = None
     unknown: list[str] = []
-    it = iter(args)
-    for arg in it:
+    pending = list(reversed(args))
+    while pending:
+        arg = pending.pop()
         name, eq, inline = arg.partition("=")
         if name not in ("--ldconfig-dir", "--symlink", "--proc-mask", "--proc-bind"):
             unknown.append(arg)
             continue
-        value = inline if eq else next(it, None)
+        value = inline if eq else (pending.pop() if pending else None)
         if value is None:
             raise NvhookError(f"hook finish: {name} needs a value",
                               "regenerate the spec (nvhook cdi generate) or the bundle")

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 else:
-    def dataclass_transform(**_kw):  # type: ignore[no-redef]
+    def dataclass_transform(**_kw):
         return lambda f: f
 
 
@@ -126,9 +126,10 @@ def record(cls: type[T]) -> type[T]:
                 __init__=__init__, __eq__=__eq__, __hash__=__hash__, __repr__=__repr__,
                 __reduce__=__reduce__, __setattr__=_frozen_setattr,
                 __delattr__=_frozen_delattr)
-    new = type(cls)(cls.__name__, cls.__bases__, body)
+    metaclass: Any = type(cls)
+    new = metaclass(cls.__name__, cls.__bases__, body)
     new.__qualname__ = cls.__qualname__
-    return new  # type: ignore[return-value]
+    return new  # type: ignore[no-any-return]
 
 
 def fields(obj: Any) -> tuple[Field, ...]:

@@ -194,7 +194,7 @@ class _DirScan:
         self._names: list[tuple[str, str, str]] | None = None   # (dir, real dir, basename)
         self._facts: dict[str, ElfFacts | None] = {}
         self._real: dict[str, str | None] = {}      # "<real dir>/<name>" → real file
-        self._class: dict[str, tuple[int, int] | None] = {}
+        self._class: dict[str, tuple[int, str] | None] = {}
         self._index: dict[str, list[tuple[str, str, str]]] | None = None
 
     def _listing(self) -> list[tuple[str, str, str]]:

@@ -65,9 +65,9 @@ def elf_facts(path: str) -> ElfFacts | None:
     if elf_class(path) is None:
         return None
     # Lazy: pyelftools takes tens of milliseconds to import; only scans and tools pay for it.
-    from elftools.common.exceptions import ELFError  # type: ignore[import]
-    from elftools.construct.core import ConstructError  # type: ignore[import]
-    from elftools.elf.elffile import ELFFile  # type: ignore[import]
+    from elftools.common.exceptions import ELFError
+    from elftools.construct.core import ConstructError
+    from elftools.elf.elffile import ELFFile
 
     try:
         with open(path, "rb") as f:

@@ -150,7 +150,7 @@ def _ffi() -> Any:
 
 
 def inline_ffi() -> Any:
-    from cffi import FFI  # type: ignore[import]
+    from cffi import FFI
 
     ffi = FFI()
     ffi.cdef(_CDEF)
