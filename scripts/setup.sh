@@ -21,8 +21,17 @@ done
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # The engine packages would start their daemons on a machine without a policy-rc.d; the
+  # tests start (and stop) their own, on their own sockets, so keep the packaged ones down.
+  added_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    added_policy=1
+  fi
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  [ "$added_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
 
 /usr/bin/python3 -m nvhook.install --python /usr/bin/python3 --prefix /usr/local
