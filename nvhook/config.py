@@ -164,40 +164,27 @@ def _file_key(path: str) -> str | None:
 
 
 def _cache_file(cache_dir: str, path: str) -> str:
-    from zlib import crc32   # hashlib costs 2 ms to import; the entry also names its path
-    return os.path.join(cache_dir, f"config-{crc32(os.path.abspath(path).encode()):08x}.json")
+    from nvhook.cachefile import name_of
+    return os.path.join(cache_dir, name_of("config", os.path.abspath(path)))
 
 
 def _cached(cache_dir: str, path: str, key: str) -> Config | None:
-    from nvhook import fastjson
+    from nvhook.cachefile import read_trusted
+    doc = read_trusted(_cache_file(cache_dir, path))
+    if doc is None or doc.get("key") != key or doc.get("path") != os.path.abspath(path):
+        return None
     try:
-        fd = os.open(_cache_file(cache_dir, path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-                return None          # only a file we wrote ourselves is trusted
-            doc = fastjson.loads(f.read())
-        if doc.get("key") != key or doc.get("path") != os.path.abspath(path):
-            return None
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["values"].items()}
         return Config(source=path, **values)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (TypeError, KeyError, AttributeError):
         return None
 
 
 def _store(cache_dir: str, path: str, key: str, config: Config) -> None:
-    import json
+    from nvhook.cachefile import write_atomic
     values = {f.name: getattr(config, f.name) for f in fields(Config) if f.name != "source"}
-    try:
-        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
-        target = _cache_file(cache_dir, path)
-        tmp = f"{target}.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"key": key, "path": os.path.abspath(path), "values": values}, f)
-        os.replace(tmp, target)
-    except OSError:
-        pass                         # a cache is an optimisation, never a failure
+    write_atomic(_cache_file(cache_dir, path),
+                 {"key": key, "path": os.path.abspath(path), "values": values})
 
 
 def _parse(path: str) -> Config:

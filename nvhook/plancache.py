@@ -99,37 +99,19 @@ def cache_key(config: Config, request: Request, layout: Layout) -> str:
 
 
 def _path(cache_dir: str, key: str) -> str:
-    from zlib import crc32
-    data = key.encode()
-    return os.path.join(cache_dir, f"plan-{crc32(data):08x}{crc32(data[::-1]):08x}.json")
+    from nvhook.cachefile import name_of
+    return os.path.join(cache_dir, name_of("plan", key))
 
 
 def load(cache_dir: str, key: str) -> str | None:
     """The cached helper-input body for ``key``, or None."""
-    from nvhook import fastjson
-    try:
-        fd = os.open(_path(cache_dir, key), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-                return None
-            doc = fastjson.loads(f.read())
-        if doc.get("key") != key or not isinstance(doc.get("body"), str):
-            return None
-        return str(doc["body"])
-    except (OSError, ValueError, TypeError, AttributeError):
+    from nvhook.cachefile import read_trusted
+    doc = read_trusted(_path(cache_dir, key))
+    if doc is None or doc.get("key") != key or not isinstance(doc.get("body"), str):
         return None
+    return str(doc["body"])
 
 
 def store(cache_dir: str, key: str, body: str) -> None:
-    import json
-    try:
-        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
-        target = _path(cache_dir, key)
-        tmp = f"{target}.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"key": key, "body": body}, f)
-        os.replace(tmp, target)
-    except OSError:
-        pass                        # an optimisation, never a failure
+    from nvhook.cachefile import write_atomic
+    write_atomic(_path(cache_dir, key), {"key": key, "body": body})

@@ -9,8 +9,8 @@ appears or goes, or MIG is reconfigured. Each of those changes what the kernel s
 NVML library file itself, so a digest of those is the cache key. A miss (or any doubt)
 asks NVML, as the first run after boot does.
 
-The cache is a JSON file in a root-only directory, trusted only if it is owned by us and
-not writable by anyone else.
+The cache is a file of nvhook.cachefile: JSON in a root-only directory, trusted only if it
+is ours.
 """
 from __future__ import annotations
 
@@ -55,27 +55,22 @@ def cache_key(proc_root: str, library: str) -> str | None:
 
 
 def _path(cache_dir: str, proc_root: str) -> str:
-    from zlib import crc32
-    return os.path.join(cache_dir, f"nvml-{crc32(os.path.abspath(proc_root).encode()):08x}.json")
+    from nvhook.cachefile import name_of
+    return os.path.join(cache_dir, name_of("nvml", os.path.abspath(proc_root)))
 
 
 def load(cache_dir: str, proc_root: str, key: str) -> NvmlInfo | None:
-    from nvhook import fastjson
+    from nvhook.cachefile import read_trusted
     from nvhook.model import NvmlInfo
 
+    doc = read_trusted(_path(cache_dir, proc_root))
+    if doc is None or doc.get("key") != key:
+        return None
     try:
-        fd = os.open(_path(cache_dir, proc_root), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-                return None
-            doc = fastjson.loads(f.read())
-        if doc.get("key") != key:
-            return None
         gpus = tuple(_gpu(g) for g in doc["gpus"])
         return NvmlInfo(driver_version=str(doc["driver_version"]),
                         cuda_version=str(doc["cuda_version"]), gpus=gpus)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError):
         return None
 
 
@@ -88,7 +83,7 @@ def _gpu(g: dict[str, Any]) -> Gpu:
 
 
 def store(cache_dir: str, proc_root: str, key: str, info: NvmlInfo) -> None:
-    import json
+    from nvhook.cachefile import write_atomic
 
     def gpu(g: Gpu) -> dict[str, Any]:
         return {"index": g.index, "minor": g.minor, "uuid": g.uuid, "bus_id": g.bus_id,
@@ -99,15 +94,6 @@ def store(cache_dir: str, proc_root: str, key: str, info: NvmlInfo) -> None:
                                  "compute_instance": m.compute_instance}
                                 for m in g.mig_devices]}
 
-    doc = {"key": key, "driver_version": info.driver_version,
-           "cuda_version": info.cuda_version, "gpus": [gpu(g) for g in info.gpus]}
-    try:
-        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
-        target = _path(cache_dir, proc_root)
-        tmp = f"{target}.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
-        os.replace(tmp, target)
-    except OSError:
-        pass                        # an optimisation, never a failure
+    write_atomic(_path(cache_dir, proc_root),
+                 {"key": key, "driver_version": info.driver_version,
+                  "cuda_version": info.cuda_version, "gpus": [gpu(g) for g in info.gpus]})
