@@ -8,13 +8,14 @@ first thing it does: that needs no third-party import on the hook's path and no 
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Iterable
 
 from nvhook.config import Config
 from nvhook.errors import NvhookError
 from nvhook.model import Container, Plan
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 PROTOCOL_VERSION = 1
 LIBEXEC_HELPER = "/usr/libexec/nvhook/nvhook-helper"

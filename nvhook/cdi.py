@@ -63,7 +63,7 @@ _GENERATE_FIX = "see `nvhook cdi generate --help` (docs/cdi.md)"
 
 
 # ---------------------------------------------------------------------------- layout
-def cdi_layout(machine: str | None = None) -> "Layout":
+def cdi_layout(machine: str | None = None) -> Layout:
     """The library directories a CDI spec mounts into (Debian multiarch, see the docstring)."""
     from nvhook.rootfs import Layout
 
@@ -79,8 +79,8 @@ class CdiDevice:
     """One physical GPU or MIG device of the spec: its CDI names and its own plan part."""
 
     names: tuple[str, ...]                 # e.g. ("1", "GPU-…")
-    nodes: "tuple[DeviceNode, ...]"        # device nodes only this device brings
-    key: "DeviceNode | None"               # the node whose presence earns what follows
+    nodes: tuple[DeviceNode, ...]        # device nodes only this device brings
+    key: DeviceNode | None               # the node whose presence earns what follows
     bus_ids: tuple[str, ...]               # /proc/driver/nvidia/gpus entries it may see
     proc_binds: tuple[str, ...]            # paths under /proc/driver/nvidia it may see
 
@@ -89,18 +89,18 @@ class CdiDevice:
 class CdiPlans:
     """The common plan (no GPU selected) and every device, cut from ``build_plan``."""
 
-    common: "Plan"
+    common: Plan
     devices: tuple[CdiDevice, ...]
-    all_nodes: "tuple[DeviceNode, ...]"    # the "all" device's own nodes
+    all_nodes: tuple[DeviceNode, ...]    # the "all" device's own nodes
 
 
-def cdi_plans(inventory: "Inventory", capabilities: frozenset[str],
-              layout: "Layout") -> CdiPlans:
+def cdi_plans(inventory: Inventory, capabilities: frozenset[str],
+              layout: Layout) -> CdiPlans:
     """Plan the common part and each device with the same code the hook uses."""
     from nvhook.model import Request
     from nvhook.plan import build_plan
 
-    def plan_for(devices: "Any") -> "Plan":
+    def plan_for(devices: Any) -> Plan:
         return build_plan(Request(devices=devices, capabilities=capabilities), inventory,
                           layout)
 
@@ -122,7 +122,7 @@ def cdi_plans(inventory: "Inventory", capabilities: frozenset[str],
     return CdiPlans(common, tuple(devices), all_nodes)
 
 
-def _mig_key_path(inventory: "Inventory", gpu: "Gpu", gi: int, ci: int) -> str:
+def _mig_key_path(inventory: Inventory, gpu: Gpu, gi: int, ci: int) -> str:
     """The node that only this MIG device has: its compute-instance access cap, or, on a
     host without /dev/nvidia-caps (procfs capability mode), the parent GPU's node."""
     minor = inventory.mig_minors.get(f"gpu{gpu.minor}/gi{gi}/ci{ci}/access")
@@ -133,7 +133,7 @@ def _mig_key_path(inventory: "Inventory", gpu: "Gpu", gi: int, ci: int) -> str:
     return f"/dev/nvidia{gpu.minor}"
 
 
-def _device(names: tuple[str, ...], plan: "Plan", common: "Plan", key_path: str) -> CdiDevice:
+def _device(names: tuple[str, ...], plan: Plan, common: Plan, key_path: str) -> CdiDevice:
     nodes = tuple(n for n in plan.device_nodes if n not in common.device_nodes)
     key = next((n for n in nodes if n.path == key_path), None)
     binds = tuple(m.container_path[len(PROC_DIR) + 1:] for m in plan.mounts
@@ -168,7 +168,7 @@ def build_spec(plans: CdiPlans, *, vendor: str, device_class: str, hook_path: st
     return spec
 
 
-def _edits(plan: "Plan") -> dict[str, Any]:
+def _edits(plan: Plan) -> dict[str, Any]:
     """containerEdits from a plan, in the field names plan_to_json already uses."""
     from nvhook.plan import plan_to_json
 
@@ -176,7 +176,7 @@ def _edits(plan: "Plan") -> dict[str, Any]:
     return {k: edits[k] for k in ("deviceNodes", "mounts") if edits[k]}
 
 
-def _nodes_json(nodes: "tuple[DeviceNode, ...]") -> list[dict[str, Any]]:
+def _nodes_json(nodes: tuple[DeviceNode, ...]) -> list[dict[str, Any]]:
     from nvhook.model import Plan
     from nvhook.plan import plan_to_json
 
@@ -651,7 +651,7 @@ def _name_order(name: str) -> tuple[str, int, str]:
 
 
 # ---------------------------------------------------------------------------- the finish hook
-def _next(it: "Iterator[str]") -> str | None:
+def _next(it: Iterator[str]) -> str | None:
     """The next argument, or None at the end (an option's missing value)."""
     for value in it:
         return value
@@ -698,8 +698,8 @@ def spec_char_devices(spec: dict[str, Any]) -> set[tuple[int, int]]:
     return out
 
 
-def narrow(plan: "Plan", visibility: list[tuple[str, tuple[int, int], str]],
-           present: set[tuple[int, int]], proc_driver_dir: str) -> "Plan":
+def narrow(plan: Plan, visibility: list[tuple[str, tuple[int, int], str]],
+           present: set[tuple[int, int]], proc_driver_dir: str) -> Plan:
     """The finish plan with the /proc mask showing what the container's nodes earn."""
     from nvhook.model import Mount
     from nvhook.plan import PROC_OPTIONS
@@ -723,7 +723,7 @@ def narrow(plan: "Plan", visibility: list[tuple[str, tuple[int, int], str]],
 
 
 def finish_plan(args: list[str], spec: dict[str, Any],
-                proc_driver_dir: str) -> tuple["Plan", list[str]]:
+                proc_driver_dir: str) -> tuple[Plan, list[str]]:
     """The plan `cdi finish ARGS` applies to a container whose config.json is ``spec``, and
     the arguments it does not know."""
     from nvhook.plan import finish_from_args
@@ -733,7 +733,7 @@ def finish_plan(args: list[str], spec: dict[str, Any],
     return narrow(plan, visibility, spec_char_devices(spec), proc_driver_dir), unknown
 
 
-def main_finish(config: "Config", args: list[str]) -> int:
+def main_finish(config: Config, args: list[str]) -> int:
     """`nvhook cdi finish ARGS`: the createRuntime hook of generated specs (state on stdin)."""
     from nvhook import oci
     from nvhook.apply import apply_plan
@@ -809,7 +809,7 @@ def default_hook_path() -> str:
                       "none on PATH)", "pass --hook-path /absolute/path/of/nvhook")
 
 
-def _capabilities(text: str, config: "Config") -> frozenset[str]:
+def _capabilities(text: str, config: Config) -> frozenset[str]:
     from nvhook.model import ALL_CAPABILITIES
 
     if text == "all":
@@ -823,7 +823,7 @@ def _capabilities(text: str, config: "Config") -> frozenset[str]:
     return caps
 
 
-def generate(config: "Config", *, vendor: str = DEFAULT_VENDOR,
+def generate(config: Config, *, vendor: str = DEFAULT_VENDOR,
              device_class: str = DEFAULT_CLASS, capabilities: frozenset[str] | None = None,
              hook_path: str) -> dict[str, Any]:
     """The validated spec for this host (NVML and the driver files, as the hook sees them)."""
@@ -879,7 +879,7 @@ def write_atomically(path: str, text: str) -> None:
                           "choose a writable --output path (spec dirs need root)") from None
 
 
-def main_generate(config: "Config", args: list[str]) -> int:
+def main_generate(config: Config, args: list[str]) -> int:
     opts = _options(args, {"--output": "output", "-o": "output", "--format": "format",
                            "--vendor": "vendor", "--class": "class",
                            "--capabilities": "capabilities", "-c": "capabilities",
@@ -908,7 +908,7 @@ def main_generate(config: "Config", args: list[str]) -> int:
     return 0
 
 
-def main_list(config: "Config", args: list[str]) -> int:
+def main_list(config: Config, args: list[str]) -> int:
     opts = _options(args, {"--spec-dir": "spec-dir"}, repeat=frozenset({"spec-dir"}),
                     usage=LIST_USAGE)
     names, warnings = list_devices([*SPEC_DIRS, *opts.get("spec-dir", [])])
@@ -918,7 +918,7 @@ def main_list(config: "Config", args: list[str]) -> int:
     return 0
 
 
-def main(config: "Config", args: list[str]) -> int:
+def main(config: Config, args: list[str]) -> int:
     """`nvhook cdi generate|list|finish …`."""
     commands = {"generate": main_generate, "list": main_list, "finish": main_finish}
     handler = commands.get(args[0]) if args else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+
 from nvhook.errors import NvhookError
 
 TYPE_CHECKING = False   # typing costs milliseconds to import; the hook must not pay them
@@ -54,7 +55,7 @@ options:
 """
 
 
-def _config(explicit: str | None) -> "Config":
+def _config(explicit: str | None) -> Config:
     from nvhook.config import config_path, load_config
     return load_config(config_path(explicit, os.environ))
 
@@ -90,7 +91,7 @@ def _no_extra(args: list[str], command: str) -> None:
 
 
 # ---------------------------------------------------------------------------- hook
-def hook_prestart(config: "Config", stdin_text: str) -> int:
+def hook_prestart(config: Config, stdin_text: str) -> int:
     from nvhook import oci
     from nvhook.request import parse_request
 
@@ -124,8 +125,8 @@ def hook_prestart(config: "Config", stdin_text: str) -> int:
     return 0
 
 
-def _plan(config: "Config", container: "Container", request: "Request",
-          hot: bool = False) -> "Plan":
+def _plan(config: Config, container: Container, request: Request,
+          hot: bool = False) -> Plan:
     from nvhook.decide import plan_container
     return plan_container(config, container, request, hot=hot)
 
@@ -134,7 +135,7 @@ if TYPE_CHECKING:
     from nvhook.model import Plan
 
 
-def cmd_hook(config: "Config", args: list[str]) -> int:
+def cmd_hook(config: Config, args: list[str]) -> int:
     """`nvhook hook finish ARGS`: the createRuntime hook of spec mode and CDI specs."""
     import posixpath
 
@@ -155,19 +156,19 @@ def cmd_hook(config: "Config", args: list[str]) -> int:
     return 0
 
 
-def cmd_cdi(config: "Config", args: list[str]) -> int:
+def cmd_cdi(config: Config, args: list[str]) -> int:
     """`nvhook cdi generate|list|finish` (cdi finish is the createRuntime hook of CDI specs)."""
     from nvhook.cdi import main as cdi_main
     return cdi_main(config, args)
 
 
 # ---------------------------------------------------------------------------- tools
-def _inventory(config: "Config") -> "Inventory":
+def _inventory(config: Config) -> Inventory:
     from nvhook.inventory import discover
     return discover(config)
 
 
-def cmd_list_devices(config: "Config", args: list[str]) -> int:
+def cmd_list_devices(config: Config, args: list[str]) -> int:
     from nvhook.report import list_devices_text
     as_json = _flag(args, "--json")
     _no_extra(args, "list-devices")
@@ -175,7 +176,7 @@ def cmd_list_devices(config: "Config", args: list[str]) -> int:
     return 0
 
 
-def cmd_info(config: "Config", args: list[str]) -> int:
+def cmd_info(config: Config, args: list[str]) -> int:
     from nvhook.report import info_csv, info_text
     as_csv = _flag(args, "--csv")
     _no_extra(args, "info")
@@ -184,7 +185,7 @@ def cmd_info(config: "Config", args: list[str]) -> int:
     return 0
 
 
-def cmd_list(config: "Config", args: list[str]) -> int:
+def cmd_list(config: Config, args: list[str]) -> int:
     from nvhook.model import ALL_CAPABILITIES, Request
     from nvhook.plan import build_plan
     from nvhook.report import list_paths
@@ -199,7 +200,7 @@ def cmd_list(config: "Config", args: list[str]) -> int:
     if unknown:
         raise NvhookError(f"unknown capability {unknown[0]!r} in --capabilities",
                           f"use 'all' or a comma list of {','.join(ALL_CAPABILITIES)}")
-    devices: "Literal['all'] | tuple[str, ...]" = "all" if device_arg == "all" else tuple(
+    devices: Literal['all'] | tuple[str, ...] = "all" if device_arg == "all" else tuple(
         d.strip() for d in device_arg.split(",") if d.strip())
     request = Request(devices=devices, capabilities=frozenset(caps))
     layout = Layout("/usr/lib/x86_64-linux-gnu", "/usr/lib/i386-linux-gnu")
@@ -208,7 +209,7 @@ def cmd_list(config: "Config", args: list[str]) -> int:
     return 0
 
 
-def cmd_plan(config: "Config", args: list[str]) -> int:
+def cmd_plan(config: Config, args: list[str]) -> int:
     import json
 
     from nvhook import oci
@@ -239,7 +240,7 @@ def cmd_plan(config: "Config", args: list[str]) -> int:
     return 0
 
 
-def plan_text(plan: "Plan") -> str:
+def plan_text(plan: Plan) -> str:
     out = []
     for n in plan.device_nodes:
         out.append(f"device   {n.path}  ({n.type} {n.major}:{n.minor}) <- {n.host_path}")

@@ -2,18 +2,15 @@
 from __future__ import annotations
 
 import os
-from nvhook.record import field, fields, record
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Mapping
 
 from nvhook.errors import NvhookError
-from nvhook.gate import DEFAULT_CONFIG_PATH, config_file
+from nvhook.gate import config_file
 from nvhook.model import ALL_CAPABILITIES
+from nvhook.record import field, fields, record
 
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 
@@ -195,7 +192,8 @@ def _parse(path: str) -> Config:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise NvhookError(f"config file {path} does not exist",
-                          "create it, or point --config / NVHOOK_CONFIG at an existing file")
+                          "create it, or point --config / NVHOOK_CONFIG at an existing file"
+                          ) from None
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise NvhookError(f"cannot read config file {path}: {e}",
                           "fix the TOML syntax (see docs/configuration.md)") from None

@@ -498,7 +498,7 @@ class TomlText:
         self.path = path
         try:
             self.data = _toml_loads(text)
-        except Exception as e:  # tomllib.TOMLDecodeError, without importing tomllib here
+        except Exception as e:  # noqa: BLE001 - tomllib.TOMLDecodeError, not imported here
             raise NvhookError(f"cannot parse {path}: {e}", "fix the TOML by hand (or move "
                               "the file away) and run again; nothing was changed") from None
         self.text = text
@@ -557,7 +557,7 @@ class TomlText:
             return None
         try:
             again: Any = _toml_loads(self.text)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any parse failure means "not the same data"
             again = None
         if again != self.want:
             raise self._cannot("the tables nvhook writes to", "they are written as inline "

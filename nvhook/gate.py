@@ -17,7 +17,7 @@ REQUEST_VARIABLES = frozenset({"NVIDIA_VISIBLE_DEVICES", "CUDA_VERSION"})
 SOURCE_SETTINGS = ("swarm-resource", "accept-nvidia-visible-devices-as-volume-mounts")
 
 
-def config_file(explicit: str | None, environ: "Mapping[str, str]") -> str | None:
+def config_file(explicit: str | None, environ: Mapping[str, str]) -> str | None:
     """--config, else $NVHOOK_CONFIG, else the default file (None if that is absent)."""
     if explicit:
         return explicit
@@ -30,7 +30,7 @@ def config_file(explicit: str | None, environ: "Mapping[str, str]") -> str | Non
 def _bundle_of(state_text: str) -> str | None:
     """The state's bundle path, read without the json package (whose import pulls in re,
     enum and collections: milliseconds). None when the text is not plainly one state."""
-    from _json import scanstring   # the C string decoder the json package itself uses
+    from _json import scanstring  # the C string decoder the json package itself uses
 
     for key in ('"bundle"', '"bundlePath"'):
         if state_text.count(key) != 1:

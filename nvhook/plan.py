@@ -10,7 +10,15 @@ import posixpath
 from nvhook import require
 from nvhook.errors import NvhookError
 from nvhook.model import (
-    DeviceNode, Gpu, HostDeviceNode, Inventory, MigDevice, Mount, Plan, ProcMask, Request,
+    DeviceNode,
+    Gpu,
+    HostDeviceNode,
+    Inventory,
+    MigDevice,
+    Mount,
+    Plan,
+    ProcMask,
+    Request,
     Symlink,
 )
 from nvhook.rootfs import Layout

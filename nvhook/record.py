@@ -11,7 +11,8 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, TypeVar, dataclass_transform
+    from collections.abc import Callable
+    from typing import Any, TypeVar, dataclass_transform
 
     T = TypeVar("T")
 else:
@@ -122,7 +123,8 @@ def record(cls: type[T]) -> type[T]:
     body = {k: v for k, v in cls.__dict__.items()
             if k not in own and k not in ("__dict__", "__weakref__")}
     inherited = {n for b in cls.__mro__[1:] for n in getattr(b, "__slots__", ())}
-    body.update(__slots__=tuple(n for n in names if n not in inherited), __record_fields__=fields_, __match_args__=names,
+    body.update(__slots__=tuple(n for n in names if n not in inherited),
+                __record_fields__=fields_, __match_args__=names,
                 __init__=__init__, __eq__=__eq__, __hash__=__hash__, __repr__=__repr__,
                 __reduce__=__reduce__, __setattr__=_frozen_setattr,
                 __delattr__=_frozen_delattr)
@@ -133,7 +135,7 @@ def record(cls: type[T]) -> type[T]:
 
 
 def fields(obj: Any) -> tuple[Field, ...]:
-    return tuple(getattr(obj, "__record_fields__"))
+    return tuple(obj.__record_fields__)
 
 
 def replace(obj: T, **changes: Any) -> T:

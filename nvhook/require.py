@@ -12,10 +12,9 @@ error on every host, not only on the host where it matters.
 """
 from __future__ import annotations
 
-from nvhook.record import record
-
 from nvhook.errors import NvhookError
 from nvhook.model import Gpu
+from nvhook.record import record
 
 NAMES = ("cuda", "driver", "arch", "brand")
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=")

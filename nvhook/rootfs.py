@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+
 from nvhook.record import record
 
 _MAX_LINKS = 40

@@ -6,10 +6,9 @@ for would fail later and more obscurely.
 """
 from __future__ import annotations
 
-from nvhook.record import record
-
 from nvhook.errors import NvhookError
 from nvhook.model import Gpu, MigDevice, Request
+from nvhook.record import record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -6,11 +6,11 @@ load only when discover() runs, so the hook's no-GPU path never pays for them.
 from __future__ import annotations
 
 import os
+
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
 if TYPE_CHECKING:
     from nvhook.config import Config
-    from nvhook.model import NvmlInfo
-    from nvhook.model import Inventory
+    from nvhook.model import Inventory, NvmlInfo
 
 
 NVML_LIBRARY = "libnvidia-ml.so.1"

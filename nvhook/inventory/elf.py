@@ -4,9 +4,9 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from nvhook.record import record
 
 from nvhook.errors import NvhookError
+from nvhook.record import record
 
 ELF_MAGIC = b"\x7fELF"
 _ELFCLASS = {1: 32, 2: 64}

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import os
-
 import stat
 import struct
-from nvhook.record import record
 
 from nvhook.errors import NvhookError
+from nvhook.record import record
 
 OLD_MAGIC = b"ld.so-1.7.0"
 NEW_MAGIC = b"glibc-ld.so.cache1.1"

@@ -9,7 +9,8 @@ from nvhook.model import Gpu, MigDevice, NvmlInfo
 
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
 if TYPE_CHECKING:
-    from typing import Any, Callable
+    from collections.abc import Callable
+    from typing import Any
 
 NVML_LIBRARY = "libnvidia-ml.so.1"
 
@@ -84,7 +85,7 @@ def normalize_bus_id(bus_id: str) -> str | None:
     if len(parts) != 3:
         return None
     limits = (8, 2, 2)
-    if any(not p or len(p) > n or not set(p) <= _HEX for p, n in zip(parts, limits)):
+    if any(not p or len(p) > n or not set(p) <= _HEX for p, n in zip(parts, limits, strict=True)):
         return None
     domain, bus, device = (int(p, 16) for p in parts)
     return f"{domain:08x}:{bus:02x}:{device:02x}.0"
@@ -116,7 +117,7 @@ def query(config: Config, library: str | None = None, *, shutdown: bool = True) 
     def session() -> None:
         try:
             outcome.append(_session(ffi, path, shutdown))
-        except BaseException as e:      # handed to the waiting thread, never lost
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread, never lost
             outcome.append(e)
 
     worker = threading.Thread(target=session, name="nvml", daemon=True)
@@ -198,7 +199,7 @@ def _session(ffi: Any, path: str, shutdown: bool = True) -> NvmlInfo:
 def _error(ffi: Any, lib: Any, name: str, rc: int) -> NvhookError:
     try:
         text = ffi.string(lib.nvmlErrorString(rc)).decode("utf-8", "replace")
-    except Exception:   # a broken library must not hide the original failure
+    except Exception:  # noqa: BLE001 - a broken library must not hide the original failure
         text = "unknown error"
     if rc == ERROR_DRIVER_NOT_LOADED:
         fix = "load the NVIDIA kernel module (modprobe nvidia, or nvidia-modprobe)"

@@ -70,7 +70,7 @@ def parse_version(text: str) -> str | None:
     """The NVRM version from /proc/driver/nvidia/version text, e.g. "580.159.04"."""
     for line in text.splitlines():
         if line.startswith("NVRM version:"):
-            import re   # only `info`-style callers get here, never the hook
+            import re  # only `info`-style callers get here, never the hook
             match = re.search(r"\b(\d+\.\d+(?:\.\d+)*)\b", line[len("NVRM version:"):])
             return match.group(1) if match else None
     return None
