@@ -920,14 +920,17 @@ def main_list(config: Config, args: list[str]) -> int:
 
 def main(config: Config, args: list[str]) -> int:
     """`nvhook cdi generate|list|finish …`."""
-    commands = {"generate": main_generate, "list": main_list, "finish": main_finish}
+    from nvhook import cdirefresh
+
+    commands = {"generate": main_generate, "list": main_list, "finish": main_finish,
+                "refresh": cdirefresh.main}
     handler = commands.get(args[0]) if args else None
     if handler is None:
         if args and args[0] in ("-h", "--help", "help"):
-            sys.stdout.write(CDI_USAGE + GENERATE_USAGE + LIST_USAGE)
+            sys.stdout.write(CDI_USAGE + GENERATE_USAGE + LIST_USAGE + cdirefresh.USAGE)
             return 0
         raise NvhookError(f"unknown cdi command {' '.join(args[:1])!r}",
-                          "use nvhook cdi generate, list or finish")
+                          "use nvhook cdi generate, list, refresh or finish")
     try:
         return handler(config, args[1:])
     except _Help as h:
