@@ -50,10 +50,7 @@ _DEFAULT_FIX = "run the hook with [hook] debug = \"/path/to/log\" and check the 
 
 def apply_plan(plan: Plan, container: Container, config: Config) -> None:
     """Inject ``plan`` into the (created, not yet started) container; undone on failure."""
-    pid = container.pid
-    if pid is None or pid <= 1:
-        raise NvhookError(f"state pid {pid} is not a host pid: nvhook must run as a prestart or "
-                          "createRuntime hook", _FIXES["setns"])
+    require_host_pid(container)
     apply_body(plan_body(plan, config), container, config)
 
 
@@ -64,12 +61,19 @@ def plan_body(plan: Plan, config: Config) -> str:
                        ldconfig=ldconfig)
 
 
-def apply_body(body: str, container: Container, config: Config) -> None:
-    """Run the helper on a rendered plan body for this container."""
+def require_host_pid(container: Container) -> int:
+    """The container's host pid; prestart and createRuntime hooks get one, createContainer
+    hooks a namespace-relative 0 or 1 (which would name the host's init)."""
     pid = container.pid
     if pid is None or pid <= 1:
         raise NvhookError(f"state pid {pid} is not a host pid: nvhook must run as a prestart or "
                           "createRuntime hook", _FIXES["setns"])
+    return pid
+
+
+def apply_body(body: str, container: Container, config: Config) -> None:
+    """Run the helper on a rendered plan body for this container."""
+    pid = require_host_pid(container)
     helper = find_helper(config)
     text = render_header(pid=pid, rootfs=container.rootfs, owner=container_owner(pid)) + body
     run_helper(helper, text, debug_log=config.debug_log)

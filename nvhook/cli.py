@@ -100,13 +100,8 @@ def hook_prestart(config: Config, stdin_text: str) -> int:
     request = parse_request(container, config)
     if request is None:
         return 0
-    pid = container.pid
-    if pid is None or pid <= 1:
-        raise NvhookError(
-            f"state pid {pid} is not a host pid: nvhook must run as a prestart or "
-            "createRuntime hook", "register nvhook under hooks.prestart (or createRuntime), "
-            "not createContainer")
     from nvhook import apply
+    apply.require_host_pid(container)     # before any work: a createContainer hook fails fast
     from nvhook.rootfs import container_layout
 
     layout = container_layout(container.rootfs)

@@ -133,17 +133,7 @@ def edit_docker(text: str | None, path: str, name: str, runtime_path: str,
     Keys keep their order; the file's indentation is reused. Other keys of the runtime entry
     (``runtimeArgs``) stay.
     """
-    data: dict[str, Any] = {}
-    if text is not None and text.strip():
-        try:
-            loaded = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise NvhookError(f"cannot parse {path}: {e.msg} at line {e.lineno} column "
-                              f"{e.colno}", "fix the JSON by hand (or move the file away) "
-                              "and run again; nothing was changed") from None
-        if not isinstance(loaded, dict):
-            raise _unexpected(path, "the top level", "a JSON object")
-        data = loaded
+    data = _json_object(path, text)
     want = copy.deepcopy(data)
     runtimes = want.setdefault("runtimes", {})
     if not isinstance(runtimes, dict):
@@ -162,6 +152,21 @@ def edit_docker(text: str | None, path: str, name: str, runtime_path: str,
 def _json_indent(text: str | None) -> str:
     m = re.search(r"\{[ \t]*\r?\n([ \t]+)\S", text or "")
     return m.group(1) if m else "    "
+
+
+def _json_object(path: str, text: str | None) -> dict[str, Any]:
+    """The JSON object in ``text`` ({} for a missing or empty file); refuses anything else."""
+    if text is None or not text.strip():
+        return {}
+    try:
+        loaded = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise NvhookError(f"cannot parse {path}: {e.msg} at line {e.lineno} column "
+                          f"{e.colno}", "fix the JSON by hand (or move the file away) and "
+                          "run again; nothing was changed") from None
+    if not isinstance(loaded, dict):
+        raise _unexpected(path, "the top level", "a JSON object")
+    return loaded
 
 
 def _unexpected(path: str, what: str, kind: str) -> NvhookError:
@@ -268,19 +273,9 @@ def edit_hooks_json(text: str | None, path: str, hook_path: str,
     has no way to match an environment variable). Keys nvhook does not own (e.g. a
     ``hook.timeout`` the admin added) are kept.
     """
-    data: dict[str, Any] = {}
-    if text is not None and text.strip():
-        try:
-            loaded = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise NvhookError(f"cannot parse {path}: {e.msg} at line {e.lineno} column "
-                              f"{e.colno}", "fix the JSON by hand (or delete the file) and run "
-                              "again; nothing was changed") from None
-        if not isinstance(loaded, dict):
-            raise _unexpected(path, "the top level", "a JSON object")
-        if not isinstance(loaded.get("hook", {}), dict):
-            raise _unexpected(path, "'hook'", "an object")
-        data = loaded
+    data = _json_object(path, text)
+    if not isinstance(data.get("hook", {}), dict):
+        raise _unexpected(path, "'hook'", "an object")
     want = copy.deepcopy(data)
     want["version"] = "1.0.0"
     hook = want.setdefault("hook", {})
