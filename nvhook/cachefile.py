@@ -28,13 +28,10 @@ def write_atomic(path: str, doc: dict[str, Any]) -> None:
     """Write ``doc`` as JSON to ``path`` (mode 0600, its directory made 0700); a cache is an
     optimisation, so a failure to write is ignored."""
     import json
+
+    from nvhook import atomicfile
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
-        os.replace(tmp, path)
+        atomicfile.replace(path, json.dumps(doc).encode("utf-8"), mode=0o600, dir_mode=0o700)
     except OSError:
         pass
 

@@ -862,19 +862,10 @@ def config_args(source: str) -> tuple[str, ...]:
 
 def write_atomically(path: str, text: str) -> None:
     """Readers (podman, containerd) rescan spec dirs at any moment: never show half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    from nvhook import atomicfile
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        atomicfile.replace(path, text.encode("utf-8"), mode=0o644)
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise NvhookError(f"cannot write {path}: {e.strerror}",
                           "choose a writable --output path (spec dirs need root)") from None
 

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -781,35 +780,20 @@ def write_atomically(target: str, data: str) -> str | None:
     keeps that copy, so it always holds the file as it was before nvhook touched it.
     Returns the backup's path when one exists.
     """
-    directory = os.path.dirname(target) or "."
+    from nvhook import atomicfile
+
     try:
         st: os.stat_result | None = os.stat(target)
     except FileNotFoundError:
         st = None
     backup = target + BACKUP_SUFFIX
     try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(target)), mode=0o755, exist_ok=True)
         if st is not None and not os.path.exists(backup):
             shutil.copy2(target, backup)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".nvhook",
-                                   dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, (st.st_mode & 0o7777) if st else 0o644)
-            if st is not None and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
-                os.chown(tmp, st.st_uid, st.st_gid)
-            os.replace(tmp, target)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        atomicfile.replace(target, data.encode("utf-8"),
+                           mode=(st.st_mode & 0o7777) if st else 0o644,
+                           owner=(st.st_uid, st.st_gid) if st else None, sync=True)
     except OSError as e:
         raise NvhookError(f"cannot write {target}: {e.strerror}",
                           "run as root, or pass --config with a writable path") from None

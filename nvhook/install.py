@@ -56,11 +56,8 @@ def launcher_text(python: str, dirs: list[str]) -> str:
 
 
 def write_launcher(path: str, python: str, dirs: list[str]) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(launcher_text(python, dirs))
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)
+    from nvhook import atomicfile
+    atomicfile.replace(path, launcher_text(python, dirs).encode("utf-8"), mode=0o755)
 
 
 def build_helper(source_dir: str, output: str) -> None:

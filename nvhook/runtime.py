@@ -349,32 +349,10 @@ def rewrite_spec(path: str, spec: Mapping[str, Any]) -> bool:
     except OSError as e:
         raise NvhookError(f"cannot read {path}: {e.strerror}",
                           "check the bundle the engine passed to `create`") from None
-    directory = os.path.dirname(path)
-    tmp = os.path.join(directory, f".config.json.nvhook-{os.getpid()}")
+    from nvhook import atomicfile
     try:
-        try:
-            os.unlink(tmp)   # left by a killed shim whose pid we now have
-        except FileNotFoundError:
-            pass
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
-        try:
-            os.fchmod(fd, st.st_mode & 0o7777)
-            try:
-                os.fchown(fd, st.st_uid, st.st_gid)
-            except PermissionError:
-                pass   # not root: the file stays ours, which the runtime (also us) can read
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        atomicfile.replace(path, data, mode=st.st_mode & 0o7777, owner=(st.st_uid, st.st_gid))
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise NvhookError(f"cannot rewrite {path}: {e.strerror}",
                           "the bundle directory must be writable by the runtime") from None
     return True
