@@ -5,14 +5,13 @@ import threading
 
 from nvhook.config import Config
 from nvhook.errors import NvhookError
+from nvhook.inventory import NVML_LIBRARY
 from nvhook.model import Gpu, MigDevice, NvmlInfo
 
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
-
-NVML_LIBRARY = "libnvidia-ml.so.1"
 
 # The nvml.h ABI of driver 5xx, reduced to the calls of docs/contracts.md §1. Enums
 # (nvmlReturn_t, nvmlBrandType_t) are int-sized, so they are declared as int.
