@@ -260,7 +260,7 @@ def run(argv: Sequence[str]) -> int:
     args = list(argv[1:])
     if args[:2] == ["runtime", "configure"]:
         # Its --config names the engine's file: dispatch before the global --config is taken.
-        from nvhook.configure import main as configure_main
+        from nvhook.engines import main as configure_main
         return configure_main(args[2:])
     # The runtime shim: its arguments are runc's and reach runc untouched (no --config or
     # --debug parsing here), and its pass-through path stays as cheap as the hook's gate.

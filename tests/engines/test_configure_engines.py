@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from nvhook import configure
+from nvhook import engines
 from tests.hooked import Hooked
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ def sh(cmd: list[str], *, timeout: float = 60, **kw: Any) -> subprocess.Complete
 
 
 def configure_ok(*args: str) -> None:
-    assert configure.main(list(args)) == 0
+    assert engines.main(list(args)) == 0
 
 
 def logging_runtime(work: Path) -> tuple[Path, Path]:

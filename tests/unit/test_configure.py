@@ -14,17 +14,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from nvhook import configure
-from nvhook.configure import (Options, _literal, _Scan, edit_containerd, edit_crio,
-                              edit_docker, edit_hooks_json, parse_options)
+from nvhook import engines
+from nvhook.engines import (
+    Options,
+    edit_containerd,
+    edit_crio,
+    edit_docker,
+    edit_hooks_json,
+    parse_options,
+)
 from nvhook.errors import NvhookError
 
 RT = "/usr/bin/nvidia-container-runtime"
 HOOK = "/usr/bin/nvidia-container-runtime-hook"
 REPO = Path(__file__).resolve().parents[2]
+
+
+def rt_opts(path: str, default: bool) -> Options:
+    """Options of a runtime engine (docker, containerd, crio) editing ``path``."""
+    return Options("", path, runtime_path=RT, set_as_default=default)
+
+
+def hook_opts(path: str, hook_path: str, hook_config: str) -> Options:
+    return Options("podman", path, hook_path=hook_path, hook_config=hook_config)
 
 
 def only_insertions(before: str, after: str) -> bool:
@@ -69,31 +82,31 @@ DOCKER_EXISTING = """{
 ], ids=["missing", "empty", "blank-default", "empty-object", "other-runtimes",
         "other-runtimes-default", "stale-entry"])
 def test_docker_edit(before: str | None, default: bool, expect: dict[str, Any]) -> None:
-    after = edit_docker(before, "daemon.json", "nvidia", RT, default)
+    after = edit_docker(before, rt_opts("daemon.json", default))
     assert after is not None and after.endswith("\n")
     data = json.loads(after)
     assert data == expect
     # every key keeps its place; new ones come last
     assert list(data) == list(expect)
     assert list(data["runtimes"]) == list(expect["runtimes"])
-    assert edit_docker(after, "daemon.json", "nvidia", RT, default) is None
+    assert edit_docker(after, rt_opts("daemon.json", default)) is None
 
 
 def test_docker_keeps_the_files_indentation() -> None:
-    after = edit_docker(DOCKER_EXISTING, "daemon.json", "nvidia", RT, False)
+    after = edit_docker(DOCKER_EXISTING, rt_opts("daemon.json", False))
     assert after is not None
     assert '\n  "log-level": "warn",\n' in after and '\n      "path": "/usr/bin/crun",' in after
-    tabbed = edit_docker('{\n\t"debug": true\n}\n', "daemon.json", "nvidia", RT, False)
+    tabbed = edit_docker('{\n\t"debug": true\n}\n', rt_opts("daemon.json", False))
     assert tabbed is not None and '\n\t"debug": true,\n\t"runtimes": {\n\t\t"nvidia"' in tabbed
-    new = edit_docker(None, "daemon.json", "nvidia", RT, False)
+    new = edit_docker(None, rt_opts("daemon.json", False))
     assert new is not None and new.startswith('{\n    "runtimes": {\n        "nvidia": {\n')
 
 
 def test_docker_already_configured_is_untouched_even_if_formatted_differently() -> None:
     text = '{"runtimes":{"nvidia":{"path":"%s"}},"default-runtime":"nvidia"}' % RT
-    assert edit_docker(text, "daemon.json", "nvidia", RT, True) is None
+    assert edit_docker(text, rt_opts("daemon.json", True)) is None
     # without --set-as-default an existing default is left alone, not removed
-    assert edit_docker(text, "daemon.json", "nvidia", RT, False) is None
+    assert edit_docker(text, rt_opts("daemon.json", False)) is None
 
 
 @pytest.mark.parametrize("text, needle", [
@@ -105,7 +118,7 @@ def test_docker_already_configured_is_untouched_even_if_formatted_differently() 
 ])
 def test_docker_refuses_what_it_cannot_parse(text: str, needle: str) -> None:
     with pytest.raises(NvhookError) as e:
-        edit_docker(text, "daemon.json", "nvidia", RT, False)
+        edit_docker(text, rt_opts("daemon.json", False))
     one_line_refusal(e, needle)
 
 
@@ -215,7 +228,7 @@ def test_debian_sample_is_debians_file() -> None:
 ], ids=["missing", "empty", "comment-only", "debian-v2", "v2-copies-runc", "v1", "v3"])
 def test_containerd_edit(before: str | None, cri: tuple[str, ...], default: bool,
                          runtime: dict[str, Any]) -> None:
-    after = edit_containerd(before, "config.toml", "nvidia", RT, default)
+    after = edit_containerd(before, rt_opts("config.toml", default))
     assert after is not None
     data = tomllib.loads(after)
     assert dig(data, *cri, "runtimes", "nvidia") == runtime
@@ -236,18 +249,18 @@ def test_containerd_edit(before: str | None, cri: tuple[str, ...], default: bool
                 assert data[key] == old[key]
     else:
         assert data["version"] == 2
-    assert edit_containerd(after, "config.toml", "nvidia", RT, default) is None
+    assert edit_containerd(after, rt_opts("config.toml", default)) is None
 
 
 def test_containerd_runc_is_written_only_when_the_file_has_no_runtimes() -> None:
-    after = edit_containerd(DEBIAN_V2_SAMPLE, "c.toml", "nvidia", RT, False)
+    after = edit_containerd(DEBIAN_V2_SAMPLE, rt_opts("c.toml", False))
     assert after is not None
     runtimes = dig(tomllib.loads(after), *CRI2, "runtimes")
     assert runtimes["runc"] == {"runtime_type": "io.containerd.runc.v2"}
     # the admin's own runtimes table already replaced the built-in one: no runc is added
     kata_only = ('version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kata]\n'
                  '  runtime_type = "io.containerd.kata.v2"\n')
-    after = edit_containerd(kata_only, "c.toml", "nvidia", RT, False)
+    after = edit_containerd(kata_only, rt_opts("c.toml", False))
     assert after is not None
     assert sorted(dig(tomllib.loads(after), *CRI2, "runtimes")) == ["kata", "nvidia"]
 
@@ -259,7 +272,7 @@ def test_containerd_copies_the_default_runtime_when_there_is_no_runc() -> None:
               '  runtime_type = "io.containerd.runc.v2"\n'
               '  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun.options]\n'
               '    BinaryName = "/usr/bin/crun"\n    SystemdCgroup = true\n')
-    after = edit_containerd(before, "c.toml", "nvidia", RT, False)
+    after = edit_containerd(before, rt_opts("c.toml", False))
     assert after is not None
     assert dig(tomllib.loads(after), *CRI2, "runtimes", "nvidia") == {
         "runtime_type": "io.containerd.runc.v2",
@@ -267,7 +280,7 @@ def test_containerd_copies_the_default_runtime_when_there_is_no_runc() -> None:
 
 
 def test_containerd_parent_table_goes_above_its_first_sub_table() -> None:
-    after = edit_containerd(None, "c.toml", "nvidia", RT, True)
+    after = edit_containerd(None, rt_opts("c.toml", True))
     assert after is not None
     headers = [line for line in after.splitlines() if line.startswith("[")]
     assert headers == ['[plugins."io.containerd.grpc.v1.cri".containerd]',
@@ -278,7 +291,7 @@ def test_containerd_parent_table_goes_above_its_first_sub_table() -> None:
     before = ('version = 2\n\n# the runc runtime\n'
               '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\n'
               '  runtime_type = "io.containerd.runc.v2"\n')
-    after = edit_containerd(before, "c.toml", "nvidia", RT, True)
+    after = edit_containerd(before, rt_opts("c.toml", True))
     assert after is not None
     assert ('[plugins."io.containerd.grpc.v1.cri".containerd]\n  default_runtime_name = '
             '"nvidia"\n\n# the runc runtime\n[plugins."io.containerd.grpc.v1.cri".containerd.'
@@ -286,7 +299,7 @@ def test_containerd_parent_table_goes_above_its_first_sub_table() -> None:
 
 
 def test_containerd_new_tables_sit_with_their_siblings() -> None:
-    after = edit_containerd(V2_WITH_RUNC, "c.toml", "nvidia", RT, False)
+    after = edit_containerd(V2_WITH_RUNC, rt_opts("c.toml", False))
     assert after is not None
     lines = after.splitlines()
     nvidia = lines.index('    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia]')
@@ -301,7 +314,7 @@ def test_containerd_new_tables_sit_with_their_siblings() -> None:
 
 
 def test_containerd_v3_keeps_single_quotes() -> None:
-    after = edit_containerd(V3, "c.toml", "nvidia", RT, True)
+    after = edit_containerd(V3, rt_opts("c.toml", True))
     assert after is not None
     assert "  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.nvidia]\n" in after
     assert "  default_runtime_name = \"nvidia\"\n" in after
@@ -316,7 +329,7 @@ def test_containerd_existing_runtime_only_gets_binaryname_fixed() -> None:
         '      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia.options]\n'
         '        BinaryName = "/opt/old/nvidia-container-runtime"  # old\n'
         '        SystemdCgroup = false\n')
-    after = edit_containerd(before, "c.toml", "nvidia", RT, False)
+    after = edit_containerd(before, rt_opts("c.toml", False))
     assert after is not None
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
     assert changed == [('        BinaryName = "/opt/old/nvidia-container-runtime"  # old',
@@ -334,7 +347,7 @@ def test_containerd_existing_runtime_only_gets_binaryname_fixed() -> None:
      '  containerd.default_runtime_name = "nvidia"'),
 ], ids=["dotted-add", "dotted-replace"])
 def test_containerd_dotted_keys(before: str, expect_line: str) -> None:
-    after = edit_containerd(before, "c.toml", "nvidia", RT, True)
+    after = edit_containerd(before, rt_opts("c.toml", True))
     assert after is not None and expect_line in after.splitlines()
     data = tomllib.loads(after)
     assert dig(data, *CRI2, "runtimes", "nvidia", "options", "BinaryName") == RT
@@ -343,7 +356,7 @@ def test_containerd_dotted_keys(before: str, expect_line: str) -> None:
 def test_containerd_crlf_and_missing_final_newline() -> None:
     before = ('version = 2\r\n[plugins."io.containerd.grpc.v1.cri".containerd]\r\n'
               '  snapshotter = "x"')
-    after = edit_containerd(before, "c.toml", "nvidia", RT, True)
+    after = edit_containerd(before, rt_opts("c.toml", True))
     assert after is not None
     assert "\n" not in after.replace("\r\n", "")
     assert dig(tomllib.loads(after), *CRI2, "default_runtime_name") == "nvidia"
@@ -362,25 +375,25 @@ def test_containerd_crlf_and_missing_final_newline() -> None:
 ], ids=["syntax", "version-string", "version-4", "runtimes-not-a-table", "inline"])
 def test_containerd_refusals(text: str, needle: str) -> None:
     with pytest.raises(NvhookError) as e:
-        edit_containerd(text, "c.toml", "nvidia", RT, True)
+        edit_containerd(text, rt_opts("c.toml", True))
     one_line_refusal(e, needle)
 
 
 # ---------------------------------------------------------------------------- cri-o
 def test_crio_new_dropin() -> None:
-    after = edit_crio(None, "99-nvhook.toml", "nvidia", RT, True)
+    after = edit_crio(None, rt_opts("99-nvhook.toml", True))
     assert after is not None and after.startswith("# CRI-O drop-in written by nvhook")
     assert tomllib.loads(after) == {"crio": {"runtime": {
         "default_runtime": "nvidia",
         "runtimes": {"nvidia": {"runtime_path": RT, "runtime_type": "oci"}}}}}
-    assert edit_crio(after, "99-nvhook.toml", "nvidia", RT, True) is None
+    assert edit_crio(after, rt_opts("99-nvhook.toml", True)) is None
 
 
 def test_crio_existing_dropin_keeps_the_admins_choices() -> None:
     before = ("# mine\n[crio.runtime]\n  default_runtime = \"crun\"\n\n"
               "[crio.runtime.runtimes.nvidia]\n  runtime_path = \"/old\"\n"
               "  runtime_type = \"vm\"   # deliberately\n  runtime_root = \"/run/nv\"\n")
-    after = edit_crio(before, "d.toml", "nvidia", RT, False)
+    after = edit_crio(before, rt_opts("d.toml", False))
     assert after is not None
     assert tomllib.loads(after)["crio"] == {"runtime": {"default_runtime": "crun", "runtimes": {
         "nvidia": {"runtime_path": RT, "runtime_type": "vm", "runtime_root": "/run/nv"}}}}
@@ -389,14 +402,14 @@ def test_crio_existing_dropin_keeps_the_admins_choices() -> None:
 
 # --------------------------------------------------------------------------- podman
 def test_hooks_json_new() -> None:
-    after = edit_hooks_json(None, "h.json", HOOK, "")
+    after = edit_hooks_json(None, hook_opts("h.json", HOOK, ""))
     assert after is not None
     assert json.loads(after) == {
         "version": "1.0.0",
         "hook": {"path": HOOK, "args": ["nvidia-container-runtime-hook", "prestart"],
-                 "env": [configure.HOOK_ENV_PATH]},
+                 "env": [engines.HOOK_ENV_PATH]},
         "when": {"always": True}, "stages": ["prestart"]}
-    assert edit_hooks_json(after, "h.json", HOOK, "") is None
+    assert edit_hooks_json(after, hook_opts("h.json", HOOK, "")) is None
 
 
 def test_hooks_json_hook_config_and_admin_keys() -> None:
@@ -404,13 +417,14 @@ def test_hooks_json_hook_config_and_admin_keys() -> None:
         "path": "/old/hook", "args": ["hook"], "timeout": 20,
         "env": ["PATH=/bin", "NVHOOK_TRACEBACK=1"]},
         "when": {"annotations": {"x": "y"}}, "stages": ["createRuntime"]})
-    after = edit_hooks_json(before, "h.json", "/opt/nvhook/bin/nvhook", "/etc/nvhook/alt.toml")
+    after = edit_hooks_json(before, hook_opts("h.json", "/opt/nvhook/bin/nvhook",
+                                              "/etc/nvhook/alt.toml"))
     assert after is not None
     assert json.loads(after) == {
         "version": "1.0.0",
         "hook": {"path": "/opt/nvhook/bin/nvhook", "timeout": 20,
                  "args": ["nvhook", "--config", "/etc/nvhook/alt.toml", "prestart"],
-                 "env": [configure.HOOK_ENV_PATH, "NVHOOK_TRACEBACK=1"]},
+                 "env": [engines.HOOK_ENV_PATH, "NVHOOK_TRACEBACK=1"]},
         "when": {"always": True}, "stages": ["prestart"]}
 
 
@@ -418,15 +432,15 @@ def test_hooks_json_hook_config_and_admin_keys() -> None:
     ("{", "cannot parse h.json"), ('"x"', "not a JSON object"), ('{"hook": 1}', "'hook'")])
 def test_hooks_json_refusals(text: str, needle: str) -> None:
     with pytest.raises(NvhookError) as e:
-        edit_hooks_json(text, "h.json", HOOK, "")
+        edit_hooks_json(text, hook_opts("h.json", HOOK, ""))
     one_line_refusal(e, needle)
 
 
 # ------------------------------------------------------------------- options / paths
-@pytest.mark.parametrize("engine", configure.ENGINES)
+@pytest.mark.parametrize("engine", engines.ENGINES)
 def test_default_config_paths(engine: str) -> None:
     opts = parse_options(["--runtime", engine])
-    assert opts.config == configure.DEFAULT_CONFIG[engine]
+    assert opts.config == engines.ENGINES[engine].config
     assert os.path.isabs(opts.runtime_path) and os.path.isabs(opts.hook_path)
 
 
@@ -475,7 +489,7 @@ def run(tmp: Path, engine: str, *extra: str, name: str = "conf") -> str:
         args += ["--hook-path", HOOK]
     else:
         args += ["--runtime-path", RT]
-    assert configure.run(parse_options(args), out) == 0
+    assert engines.run(parse_options(args), out) == 0
     return out.getvalue()
 
 
@@ -484,7 +498,7 @@ SAMPLES = {"docker": DOCKER_EXISTING, "containerd": V2_WITH_RUNC,
            "podman": '{"version": "1.0.0", "hook": {"path": "/x", "timeout": 5}}\n'}
 
 
-@pytest.mark.parametrize("engine", configure.ENGINES)
+@pytest.mark.parametrize("engine", engines.ENGINES)
 def test_second_run_changes_nothing(tmp_path: Path, engine: str) -> None:
     conf = tmp_path / "conf"
     conf.write_text(SAMPLES[engine])
@@ -496,7 +510,7 @@ def test_second_run_changes_nothing(tmp_path: Path, engine: str) -> None:
     assert conf.read_bytes() == written and conf.stat().st_ino == inode
 
 
-@pytest.mark.parametrize("engine", configure.ENGINES)
+@pytest.mark.parametrize("engine", engines.ENGINES)
 def test_missing_file_and_directories_are_created(tmp_path: Path, engine: str) -> None:
     out = run(tmp_path, engine, name="a/b/conf")
     conf = tmp_path / "a/b/conf"
@@ -507,7 +521,7 @@ def test_missing_file_and_directories_are_created(tmp_path: Path, engine: str) -
     assert os.listdir(conf.parent) == ["conf"]           # no temp file left behind
 
 
-@pytest.mark.parametrize("engine", configure.ENGINES)
+@pytest.mark.parametrize("engine", engines.ENGINES)
 def test_dry_run_writes_nothing(tmp_path: Path, engine: str) -> None:
     conf = tmp_path / "conf"
     conf.write_text(SAMPLES[engine])
@@ -563,7 +577,7 @@ def test_refusal_leaves_the_file_alone(tmp_path: Path) -> None:
 def test_command_line_refusal_is_one_line_and_non_zero(tmp_path: Path) -> None:
     conf = tmp_path / "config.toml"
     conf.write_text("version = 2\n[plugins\n")
-    p = subprocess.run([sys.executable, "-m", "nvhook.configure", "--runtime", "containerd",
+    p = subprocess.run([sys.executable, "-m", "nvhook.engines", "--runtime", "containerd",
                         "--config", str(conf), "--runtime-path", RT], cwd=REPO,
                        capture_output=True, text=True)
     assert p.returncode == 1 and p.stdout == ""
@@ -573,113 +587,13 @@ def test_command_line_refusal_is_one_line_and_non_zero(tmp_path: Path) -> None:
 
 
 def test_main_help_returns_zero(capsys: pytest.CaptureFixture[str]) -> None:
-    assert configure.main(["--help"]) == 0
+    assert engines.main(["--help"]) == 0
     assert "--set-as-default" in capsys.readouterr().out
 
 
 def test_nvidias_own_hooks_file_is_warned_about(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "oci-nvidia-hook.json").write_text("{}")
-    assert configure.main(["--runtime", "podman", "--config", str(tmp_path / "mine.json"),
+    assert engines.main(["--runtime", "podman", "--config", str(tmp_path / "mine.json"),
                            "--hook-path", sys.executable]) == 0
     assert "oci-nvidia-hook.json also exists" in capsys.readouterr().err
-
-
-# ------------------------------------------------------------- the text editor itself
-TRICKY = r'''a = """x""""  # ends in a quote
-b = 'y'
-c = "q\"#[" # c
-d = [ "]", '[', """
-]""", # x
-]
-e = { f = "}", g = [1, {h = 2}] }
-"k.e y" . 'z' = 1979-05-27 07:32:00Z   # a date with a space
-m = """""" # empty
-[[arr]]
-n = 1
-[t . "u"]
-v = -inf
-'''
-
-
-def test_scanner_on_awkward_values() -> None:
-    scan = _Scan(TRICKY).run()
-    found = {kv.path: TRICKY[kv.value_start:kv.value_end] for kv in scan.kvs}
-    assert found == {
-        ("a",): '"""x""""', ("b",): "'y'", ("c",): r'"q\"#["',
-        ("d",): '[ "]", \'[\', """\n]""", # x\n]',
-        ("e",): '{ f = "}", g = [1, {h = 2}] }', ("k.e y", "z"): "1979-05-27 07:32:00Z",
-        ("m",): '""""""', ("arr", "n"): "1", ("t", "u", "v"): "-inf"}
-    assert [kv.inside_array for kv in scan.kvs][-2:] == [True, False]
-    assert [(h.path, h.array) for h in scan.headers] == [(("arr",), True), (("t", "u"), False)]
-    assert tomllib.loads(TRICKY)["a"] == 'x"'
-
-
-_scalars = st.one_of(
-    st.booleans(), st.integers(-2**63, 2**63 - 1),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(st.characters(blacklist_categories=("Cs",)), max_size=12))
-_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3), max_leaves=6)
-_keys = st.text(st.sampled_from("ab-_.\"' [=#]\n"), min_size=1, max_size=6)
-
-
-def _render(data: dict[str, Any], path: tuple[str, ...], out: list[str],
-            style: st.DataObject) -> None:
-    """A TOML writer for the property test, with the awkward forms a user may write."""
-    if path or any(not isinstance(v, dict) for v in data.values()):
-        if path:
-            out.append("[" + ".".join(_literal(k) for k in path) + "]  # t\n")
-    for k, v in data.items():
-        if isinstance(v, dict):
-            continue
-        text = _literal(v)
-        if isinstance(v, list) and style.draw(st.booleans()):
-            text = "[\n  # c ]\n" + "".join(f"  {_literal(x)}, # [x]\n" for x in v) + "]"
-        elif isinstance(v, str) and "'" not in v and v.isprintable() \
-                and style.draw(st.booleans()):
-            text = f"'{v}'"
-        elif isinstance(v, str) and '"""' not in v and "\\" not in v \
-                and v.replace("\n", "").isprintable() \
-                and style.draw(st.booleans()):
-            text = f'"""\n{v}"""'
-        out.append(f"{_literal(k)} = {text}\n")
-    for k, v in data.items():
-        if isinstance(v, dict):
-            _render(v, path + (k,), out, style)
-
-
-_tables = st.recursive(st.dictionaries(_keys, _values, max_size=3),
-                       lambda inner: st.dictionaries(_keys, st.one_of(_values, inner),
-                                                     max_size=3), max_leaves=8)
-
-
-def _leaves(data: dict[str, Any], path: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
-    out: set[tuple[str, ...]] = set()
-    for k, v in data.items():
-        out |= _leaves(v, path + (k,)) if isinstance(v, dict) else {path + (k,)}
-    return out
-
-
-@settings(max_examples=150, deadline=None)
-@given(data=_tables, style=st.data(), value=_values)
-def test_scanner_and_edits_on_generated_documents(data: dict[str, Any], style: st.DataObject,
-                                                  value: Any) -> None:
-    out: list[str] = []
-    _render(data, (), out, style)
-    text = "".join(out)
-    parsed = tomllib.loads(text)
-    scan = _Scan(text).run()
-    # every leaf value is found as exactly one statement, at its dotted path
-    assert {kv.path for kv in scan.kvs} == _leaves(parsed)
-    assert len(scan.kvs) == len(_leaves(parsed))
-    # a new key in a new table, a new key in an existing table, and a changed value
-    doc = configure.TomlText(text, "p.toml")
-    doc.set_key(("new", "t"), "k", value)
-    tables = [h.path for h in scan.headers]
-    if tables:
-        doc.set_key(tables[-1], "added-key", value)
-    leaves = sorted(_leaves(parsed))
-    if leaves:
-        doc.set_key(leaves[0][:-1], leaves[0][-1], "changed")
-    after = doc.finish(text)
-    assert after is not None and tomllib.loads(after) == doc.want
