@@ -6,6 +6,14 @@ product, so nvhook's value types use this small equivalent instead: the same dec
 syntax (annotated fields, defaults, ``field(default_factory=..., compare=False)``), frozen
 instances with ``__slots__``, keyword or positional construction, equality, hashing and a
 readable repr. ``replace`` and ``fields`` mirror their dataclasses namesakes.
+
+"Frozen" means what it means for a frozen dataclass: a field cannot be assigned or deleted.
+It is shallow. A record holding a dict or a list (Container's env and whole spec, Inventory's
+major numbers: JSON and tables kept as read, not copied into frozen forms on the hot path)
+is still a value to compare, but not a set member or a dict key: hashing it raises a
+TypeError naming the record and the field, as a frozen dataclass holding a dict does, but
+saying why. Records whose compared fields hold only hashable values (tuples, strings,
+numbers, other such records) hash by value.
 """
 from __future__ import annotations
 
@@ -111,7 +119,20 @@ def record(cls: type[T]) -> type[T]:
         return all(getattr(self, n) == getattr(other, n) for n in compared)
 
     def __hash__(self: Any) -> int:
-        return hash(tuple(getattr(self, n) for n in compared))
+        values = tuple(getattr(self, n) for n in compared)
+        try:
+            return hash(values)
+        except TypeError:
+            for n, value in zip(compared, values, strict=True):
+                try:
+                    hash(value)
+                except TypeError as e:
+                    raise TypeError(
+                        f"{cls.__name__} is not hashable: its field {n!r} (a "
+                        f"{type(value).__name__}) holds data that stays mutable in a frozen "
+                        f"record ({e}); compare such records, do not use them as set members "
+                        "or dict keys") from None
+            raise
 
     def __repr__(self: Any) -> str:
         inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in names)
