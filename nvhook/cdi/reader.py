@@ -24,9 +24,10 @@ def read_names(text: str) -> tuple[str, list[str]]:
         data = None
     if not isinstance(data, dict):
         try:
-            return _yaml_names(text)
+            kind, found = _yaml_names(text)
         except ValueError as e:
             raise _bad(str(e)) from None
+        return _printable(kind), [_printable(n) for n in found]
     kind, devices = data.get("kind"), data.get("devices", [])
     if not isinstance(kind, str):
         raise _bad("'kind' is missing or not a string")
@@ -37,8 +38,16 @@ def read_names(text: str) -> tuple[str, list[str]]:
         name = device.get("name") if isinstance(device, dict) else None
         if not isinstance(name, str):
             raise _bad(f"a device without a string 'name' ({json.dumps(device)[:40]})")
-        names.append(name)
-    return kind, names
+        names.append(_printable(name))
+    return _printable(kind), names
+
+
+def _printable(text: str) -> str:
+    """A kind or name `cdi list` can print on one line: no control character and no lone
+    surrogate (JSON escapes can make both; str.isprintable refuses both)."""
+    if not text.isprintable():
+        raise _bad(f"the name {text!r} has characters that cannot be printed")
+    return text
 
 
 def _bad(cause: str) -> NvhookError:

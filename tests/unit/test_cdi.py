@@ -352,6 +352,8 @@ def test_read_names(text: str, kind: str, names: list[str]) -> None:
     '{"kind": "a/b", "devices": {}}', '{"kind": "a/b", "devices": [{"name": "x"}, 5]}',
     '{"kind": "a/b", "devices": [{"name": ["x"]}]}', '{"kind": "a/b", "devices": [{}]}',
     "[" * 100_000 + "]" * 100_000, '{"kind": ' * 50_000,
+    '{"kind": "a/b", "devices": [{"name": "x\\ny"}]}', '{"kind": "a/\\udcff"}',
+    'kind: "a/b"\ndevices:\n- name: "\\u0007"\n',
 ])
 def test_read_names_refuses(text: str) -> None:
     with pytest.raises(NvhookError, match="not a CDI spec"):
