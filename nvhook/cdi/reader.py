@@ -24,10 +24,10 @@ def read_names(text: str) -> tuple[str, list[str]]:
         data = None
     if not isinstance(data, dict):
         try:
-            kind, found = _yaml_names(text)
+            yaml_kind, found = _yaml_names(text)
         except ValueError as e:
             raise _bad(str(e)) from None
-        return _printable(kind), [_printable(n) for n in found]
+        return _printable(yaml_kind), [_printable(n) for n in found]
     kind, devices = data.get("kind"), data.get("devices", [])
     if not isinstance(kind, str):
         raise _bad("'kind' is missing or not a string")
