@@ -5,8 +5,9 @@ an OCI spec in two formats; both take what they write from here and only render 
 two cannot disagree on a mode, an owner or a mount option. The policies, and why, are in
 docs/design.md ("Spec mode and CDI: one set of edits"):
 
-- a node keeps the host node's permission bits (``NODE_MODE_MASK``) and its owner, as a
-  node bind-mounted by the helper in hook mode does;
+- a node keeps the host node's permission bits (plan.NODE_MODE_MASK, applied where the
+  plan is made, so the helper gets the same mode) and its owner, as a node bind-mounted
+  by the helper in hook mode does;
 - a mount has the plan's flags (those the helper remounts with in hook mode) followed by
   ``rbind,rprivate``;
 - what a spec cannot say goes to one createRuntime hook (nvhook/finish.py), with a fixed
@@ -17,14 +18,13 @@ from __future__ import annotations
 from nvhook import finish
 from nvhook.hostlayout import HOOK_ENV_PATH, PROC_DRIVER_NVIDIA
 from nvhook.model import DeviceNode, Mount, Plan
+from nvhook.plan import NODE_MODE_MASK
 from nvhook.record import record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-# Permission bits only: setuid, setgid and sticky mean nothing on a device node.
-NODE_MODE_MASK = 0o777
 # How a spec's bind mount is made, after the plan's flags: recursive, so a directory source
 # keeps what is mounted below it (as the host shows it), and private, so nothing mounted
 # later on either side propagates to the other.

@@ -41,6 +41,10 @@ MODPROBE_FIX = ("load the NVIDIA kernel modules and create the nodes (nvidia-mod
                 "`nvidia-ctk system create-device-nodes --control-devices`), or set "
                 "host.dev-root in the nvhook config")
 
+# A node's mode: permission bits only (setuid, setgid and sticky mean nothing on a device
+# node); every output (helper, spec mode, CDI) writes this one value.
+NODE_MODE_MASK = 0o777
+
 NVIDIA_MAJOR = 195
 CTL_MINOR = 255
 MODESET_MINOR = 254
@@ -127,7 +131,7 @@ def _dedupe(mounts: list[Mount]) -> list[Mount]:
 
 def _node(host: HostDeviceNode) -> DeviceNode:
     return DeviceNode(path=host.path, host_path=host.host_path, major=host.major,
-                      minor=host.minor, file_mode=host.mode)
+                      minor=host.minor, file_mode=host.mode & NODE_MODE_MASK)
 
 
 def _device_nodes(request: Request, inventory: Inventory, selection: Selection,

@@ -111,6 +111,17 @@ def test_same_plan_through_spec_mode_and_cdi(names: list[str]) -> None:
         assert hook["timeout"] == edits.FINISH_TIMEOUT
 
 
+def test_one_node_mode_for_the_helper_spec_mode_and_cdi() -> None:
+    """The mask is applied where the plan is made: hook mode's helper input carries the
+    same mode as the two specs."""
+    from nvhook.apply import render_body
+
+    plan = build_plan(Request(devices=("1",), capabilities=CAPS), ODD, DEB)
+    (node,) = [n for n in plan.device_nodes if n.path == "/dev/nvidia1"]
+    assert node.file_mode == 0o660
+    assert "\t195\t1\t660\tc\n" in render_body(plan)
+
+
 def test_mount_options_follow_the_plans_flags() -> None:
     assert edits.mount_options(("bind", "ro", "nosuid", "nodev")) == (
         "ro", "nosuid", "nodev", "rbind", "rprivate")
