@@ -38,7 +38,7 @@ commands:
   cdi generate [--output FILE] [--format json|yaml] [--vendor V] [--class C]
                                  write a CDI spec for this host's GPUs (docs/cdi.md)
   cdi list [--spec-dir DIR]      fully qualified CDI device names in the spec dirs
-  cdi finish [ARGS]              createRuntime hook of nvhook's CDI specs
+  cdi finish [ARGS]              the same as hook finish, by the name CDI specs use
   runtime [RUNTIME ARGS]         the runtime shim (also answers as nvidia-container-runtime):
                                  on `create` writes a GPU request into config.json, then
                                  execs runc/crun with the same arguments (NVHOOK_CONFIG or
@@ -132,28 +132,24 @@ if TYPE_CHECKING:
 
 def cmd_hook(config: Config, args: list[str]) -> int:
     """`nvhook hook finish ARGS`: the createRuntime hook of spec mode and CDI specs."""
-    import posixpath
-
-    from nvhook import oci
-    from nvhook.apply import apply_plan
-    from nvhook.plan import finish_from_args
-
     if not args or args[0] != "finish":
         # Specs written by a newer nvhook may name hooks this one lacks: never fail on them.
         sys.stderr.write(f"nvhook: ignoring unknown hook {' '.join(args[:1])!r}\n")
         return 0
-    proc_dir = posixpath.join(config.proc_root, "driver/nvidia")
-    plan, unknown = finish_from_args(args[1:], proc_dir)
-    for arg in unknown:
-        sys.stderr.write(f"nvhook: hook finish: ignoring unknown argument {arg!r}\n")
-    container = oci.load_container(oci.parse_state(sys.stdin.read()))
-    apply_plan(plan, container, config)
-    return 0
+    from nvhook.finish import main as finish_main
+    return finish_main(config, args[1:], "hook finish")
 
 
 def cmd_cdi(config: Config, args: list[str]) -> int:
-    """`nvhook cdi generate|list|finish` (cdi finish is the createRuntime hook of CDI specs)."""
-    from nvhook.cdi import main as cdi_main
+    """`nvhook cdi generate|list|refresh|finish`; `cdi finish` is `hook finish` by the name
+    CDI specs use."""
+    if args[:1] == ["finish"]:
+        from nvhook.finish import main as finish_main
+        return finish_main(config, args[1:], "cdi finish")
+    if args[:1] == ["refresh"]:
+        from nvhook.cdi.refresh import main as refresh_main
+        return refresh_main(config, args[1:])
+    from nvhook.cdi.commands import main as cdi_main
     return cdi_main(config, args)
 
 

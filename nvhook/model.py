@@ -181,7 +181,6 @@ class Plan:
     symlinks: tuple[Symlink, ...] = ()
     proc_mask: ProcMask | None = None
     ldconfig_dirs: tuple[str, ...] = ()
-    env: tuple[str, ...] = ()
 
     @property
     def cgroup_rules(self) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ import posixpath
 
 from nvhook import require
 from nvhook.errors import NvhookError
+from nvhook.hostlayout import PROC_DRIVER_NVIDIA
 from nvhook.model import (
     DeviceNode,
     Gpu,
@@ -34,6 +35,15 @@ BIN_OPTIONS = LIB_OPTIONS
 FIRMWARE_OPTIONS = LIB_OPTIONS
 IPC_OPTIONS = ("bind", "nosuid", "nodev", "noexec")
 PROC_OPTIONS = ("bind", "ro", "nosuid", "nodev", "noexec")
+# What the /proc/driver/nvidia mask copies in (params with ModifyDeviceFiles: 0).
+PROC_MASK_FILES = ("params", "version", "registry")
+MODPROBE_FIX = ("load the NVIDIA kernel modules and create the nodes (nvidia-modprobe, or "
+                "`nvidia-ctk system create-device-nodes --control-devices`), or set "
+                "host.dev-root in the nvhook config")
+
+# A node's mode: permission bits only (setuid, setgid and sticky mean nothing on a device
+# node); every output (helper, spec mode, CDI) writes this one value.
+NODE_MODE_MASK = 0o777
 
 NVIDIA_MAJOR = 195
 CTL_MINOR = 255
@@ -95,7 +105,7 @@ def build_plan(request: Request, inventory: Inventory, layout: Layout) -> Plan:
     if inventory.proc_driver_dir:
         proc_mask = ProcMask(
             host_dir=inventory.proc_driver_dir,
-            files=("params", "version", "registry"),
+            files=PROC_MASK_FILES,
             gpu_bus_ids=tuple(g.bus_id for g in selection.gpus),
         )
         proc_mounts = _mig_proc_mounts(request, inventory, selection)
@@ -121,7 +131,7 @@ def _dedupe(mounts: list[Mount]) -> list[Mount]:
 
 def _node(host: HostDeviceNode) -> DeviceNode:
     return DeviceNode(path=host.path, host_path=host.host_path, major=host.major,
-                      minor=host.minor, file_mode=host.mode)
+                      minor=host.minor, file_mode=host.mode & NODE_MODE_MASK)
 
 
 def _device_nodes(request: Request, inventory: Inventory, selection: Selection,
@@ -137,9 +147,7 @@ def _device_nodes(request: Request, inventory: Inventory, selection: Selection,
             return
         nodes.append(_node(host))
 
-    modprobe = ("load the NVIDIA kernel modules and create the nodes (nvidia-modprobe, or "
-                "`nvidia-ctk system create-device-nodes --control-devices`), or set "
-                "host.dev-root in the nvhook config")
+    modprobe = MODPROBE_FIX
     need("/dev/nvidiactl", True, modprobe)
     if "compute" in groups:   # only compute needs UVM (video brings compute, upstream §3.6)
         need("/dev/nvidia-uvm", False, modprobe)
@@ -147,17 +155,16 @@ def _device_nodes(request: Request, inventory: Inventory, selection: Selection,
     if "display" in request.capabilities:
         need("/dev/nvidia-modeset", False, modprobe)
     for gpu in selection.gpus:
-        need(f"/dev/nvidia{gpu.minor}", True, modprobe)
+        need(gpu_node_path(gpu), True, modprobe)
     for mig in selection.mig_devices:
         for name in _mig_cap_names(mig, selection.gpus):
-            minor = inventory.mig_minors.get(name)
-            if minor is not None:
-                need(f"/dev/nvidia-caps/nvidia-cap{minor}", False, modprobe)
+            path = cap_node_path(inventory, name)
+            if path is not None:
+                need(path, False, modprobe)
     for name, wanted in (("config", request.mig_config), ("monitor", request.mig_monitor)):
-        if wanted:
-            minor = inventory.mig_minors.get(name)
-            if minor is not None:
-                need(f"/dev/nvidia-caps/nvidia-cap{minor}", False, modprobe)
+        path = cap_node_path(inventory, name) if wanted else None
+        if path is not None:
+            need(path, False, modprobe)
     for channel in request.imex_channels:
         need(f"/dev/nvidia-caps-imex-channels/channel{channel}", True,
              f"create IMEX channel {channel} on the host (nvidia-modprobe -i {channel}) or "
@@ -187,12 +194,17 @@ def _mig_proc_mounts(request: Request, inventory: Inventory,
                          "/proc/driver/nvidia/capabilities", PROC_OPTIONS))
         return out
     for mig in selection.mig_devices:
-        minor = _parent(mig, selection.gpus).minor
-        gi = f"capabilities/gpu{minor}/mig/gi{mig.gpu_instance}"
-        for rel in (f"{gi}/access", f"{gi}/ci{mig.compute_instance}/access"):
-            out.append(Mount(posixpath.join(base, rel),
-                             posixpath.join("/proc/driver/nvidia", rel), PROC_OPTIONS))
+        out += _mig_access_mounts(base, mig, selection.gpus)
     return out
+
+
+def _mig_access_mounts(base: str, mig: MigDevice, gpus: tuple[Gpu, ...]) -> list[Mount]:
+    """A MIG device's GI and CI access files under /proc/driver/nvidia/capabilities."""
+    minor = _parent(mig, gpus).minor
+    gi = f"capabilities/gpu{minor}/mig/gi{mig.gpu_instance}"
+    rels = (f"{gi}/access", f"{gi}/ci{mig.compute_instance}/access")
+    return [Mount(posixpath.join(base, rel), posixpath.join(PROC_DRIVER_NVIDIA, rel),
+                  PROC_OPTIONS) for rel in rels]
 
 
 def _symlinks(lib_dir: str, lib_names: set[str], version: str) -> list[Symlink]:
@@ -226,7 +238,6 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
              "options": list(m.options)}
             for m in plan.mounts
         ],
-        "env": list(plan.env),
         # In hook mode nvhook itself does what a spec cannot say; the runtime shim adds
         # its own hooks when it writes a Plan into config.json.
         "hooks": [],
@@ -245,74 +256,42 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
     return {"containerEdits": edits, "nvhook": extra}
 
 
-
-# ---------------------------------------------------------------------------- spec consumers
-# The runtime shim's spec mode and CDI write devices and mounts into the OCI spec; what a
-# spec cannot say (symlinks, the /proc mask with its /proc binds, ldconfig) is left to one
-# createRuntime hook, `nvhook hook finish`, whose arguments carry exactly that part of a Plan.
-PROC_DIR = "/proc/driver/nvidia"
+# ---------------------------------------------------------------------------- one device
+def gpu_node_path(gpu: Gpu) -> str:
+    return f"/dev/nvidia{gpu.minor}"
 
 
-def split_for_spec(plan: Plan) -> tuple[Plan, Plan]:
-    """(what the spec carries, what the finish hook does)."""
-    proc = tuple(m for m in plan.mounts if m.container_path.startswith(PROC_DIR + "/"))
-    spec = Plan(device_nodes=plan.device_nodes,
-                mounts=tuple(m for m in plan.mounts if m not in proc), env=plan.env)
-    finish = Plan(mounts=proc, symlinks=plan.symlinks, proc_mask=plan.proc_mask,
-                  ldconfig_dirs=plan.ldconfig_dirs)
-    return spec, finish
+def cap_node_path(inventory: Inventory, name: str) -> str | None:
+    """The /dev/nvidia-caps node of a mig-minors entry ("config", "gpu1/gi1/access")."""
+    minor = inventory.mig_minors.get(name)
+    return None if minor is None else f"/dev/nvidia-caps/nvidia-cap{minor}"
 
 
-def finish_args(finish: Plan) -> list[str]:
-    """`nvhook hook finish` arguments for the hook-only part of a plan."""
-    args: list[str] = []
-    for d in finish.ldconfig_dirs:
-        args += ["--ldconfig-dir", d]
-    for s in finish.symlinks:
-        args += ["--symlink", f"{s.target}::{s.link}"]
-    if finish.proc_mask is not None:
-        args += ["--proc-mask", ",".join(finish.proc_mask.gpu_bus_ids)]
-    for m in finish.mounts:
-        args += ["--proc-bind", m.container_path[len(PROC_DIR) + 1:]]
-    return args
-
-
-def finish_from_args(args: list[str], proc_driver_dir: str) -> tuple[Plan, list[str]]:
-    """The inverse of finish_args; returns the plan and the arguments it did not know
-    (a newer nvhook may write hooks that an older one runs: those are warned about)."""
-    ldconfig: list[str] = []
-    symlinks: list[Symlink] = []
-    binds: list[Mount] = []
-    mask: ProcMask | None = None
-    unknown: list[str] = []
-    pending = list(reversed(args))
-    while pending:
-        arg = pending.pop()
-        name, eq, inline = arg.partition("=")
-        if name not in ("--ldconfig-dir", "--symlink", "--proc-mask", "--proc-bind"):
-            unknown.append(arg)
-            continue
-        value = inline if eq else (pending.pop() if pending else None)
-        if value is None:
-            raise NvhookError(f"hook finish: {name} needs a value",
-                              "regenerate the spec (nvhook cdi generate) or the bundle")
-        if name == "--ldconfig-dir":
-            ldconfig.append(value)
-        elif name == "--symlink":
-            target, sep, link = value.partition("::")
-            if not sep or not target or not link.startswith("/"):
-                raise NvhookError(f"hook finish: bad --symlink {value!r}",
-                                  "use TARGET::/absolute/link")
-            symlinks.append(Symlink(target, link))
-        elif name == "--proc-mask":
-            mask = ProcMask(host_dir=proc_driver_dir, files=("params", "version", "registry"),
-                            gpu_bus_ids=tuple(b for b in value.split(",") if b))
-        else:
-            rel = posixpath.normpath(value)
-            if rel.startswith(("/", "..")):
-                raise NvhookError(f"hook finish: bad --proc-bind {value!r}",
-                                  "give a path relative to /proc/driver/nvidia")
-            binds.append(Mount(posixpath.join(proc_driver_dir, rel),
-                               posixpath.join(PROC_DIR, rel), PROC_OPTIONS))
-    return Plan(mounts=tuple(binds), symlinks=tuple(symlinks), proc_mask=mask,
-                ldconfig_dirs=tuple(ldconfig)), unknown
+def device_part(inventory: Inventory, gpu: Gpu,
+                mig: MigDevice | None = None) -> tuple[Plan, DeviceNode]:
+    """What one GPU, or one MIG device of ``gpu``, adds to a plan that selects no device
+    (its nodes, its gpus/ entry in the /proc mask, a MIG device's access files), built for
+    that device alone, the way build_plan adds it for each selected device; and the node
+    whose presence shows a container holds the device (the GPU's, or a MIG device's
+    compute-instance access cap; the GPU's where the host has no /dev/nvidia-caps)."""
+    by_path = {n.path: n for n in inventory.device_nodes}
+    host = by_path.get(gpu_node_path(gpu))
+    if host is None:
+        raise NvhookError(f"device node {gpu_node_path(gpu)} is missing on the host",
+                          MODPROBE_FIX)
+    nodes = [_node(host)]
+    key = nodes[0]
+    mounts: list[Mount] = []
+    if mig is not None:
+        gi_name, ci_name = _mig_cap_names(mig, (gpu,))
+        for name in (gi_name, ci_name):
+            path = cap_node_path(inventory, name)
+            cap = by_path.get(path) if path is not None else None
+            if cap is not None:
+                nodes.append(_node(cap))
+                key = nodes[-1] if name == ci_name else key
+        if inventory.proc_driver_dir:
+            mounts = _mig_access_mounts(inventory.proc_driver_dir, mig, (gpu,))
+    mask = ProcMask(host_dir=inventory.proc_driver_dir, files=PROC_MASK_FILES,
+                    gpu_bus_ids=(gpu.bus_id,)) if inventory.proc_driver_dir else None
+    return Plan(device_nodes=tuple(nodes), mounts=tuple(mounts), proc_mask=mask), key

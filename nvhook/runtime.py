@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from nvhook.config import Config
-    from nvhook.model import Container, Plan, Request
+    from nvhook.model import Container, Request
 
 # Names this shim answers to as argv[0] (cli.py dispatches them before any other parsing).
 RUNTIME_NAMES = ("nvidia-container-runtime",)
@@ -284,28 +284,13 @@ def edited_spec(container: Container, request: Request, config: Config,
         raise NvhookError(f"[runtime] mode {config.runtime_mode!r} is unknown"
                           + (f" in {config.source}" if config.source else ""),
                           'set [runtime] mode = "spec" or "hook"')
+    from nvhook import edits
     from nvhook.decide import plan_container
-    from nvhook.plan import finish_args, split_for_spec
 
     # As the hook does: a container is starting.
     plan = plan_container(config, container, request, hot=True)
-    spec_part, finish = split_for_spec(plan)
-    args = finish_args(finish)
-    hook = specedit.hook_entry(launcher, base + ["hook", "finish", *args]) if args else None
-    return specedit.with_plan(container.spec, spec_part, finish_hook=hook,
-                              owners=node_owners(spec_part))
-
-
-def node_owners(plan: Plan) -> dict[str, tuple[int, int]]:
-    """uid/gid of each host node, so the container's node is owned alike (e.g. group video)."""
-    owners: dict[str, tuple[int, int]] = {}
-    for node in plan.device_nodes:
-        try:
-            st = os.stat(node.host_path)
-        except OSError:
-            continue   # the plan checked the node; the runtime reports it if it is gone now
-        owners[node.path] = (st.st_uid, st.st_gid)
-    return owners
+    return specedit.with_edits(container.spec, edits.plan_edits(
+        plan, edits.host_owners(plan.device_nodes), launcher, prefix=base[1:]))
 
 
 def config_args(config_path: str | None) -> list[str]:

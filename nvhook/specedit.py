@@ -1,4 +1,7 @@
-"""Plan → edits of an OCI runtime spec (config.json) held as plain dicts, for the runtime shim.
+"""Container edits → an OCI runtime spec (config.json) held as plain dicts, for the runtime shim.
+
+What to write comes from nvhook.edits (the same edits CDI renders); this module only puts
+them in their places.
 
 Every function here is pure: it takes a spec dict and returns a new one, changing only the
 keys it owns and keeping everything else (fields a newer runtime-spec adds included) as it
@@ -11,10 +14,12 @@ import copy
 import json
 import posixpath
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nvhook.errors import NvhookError
-from nvhook.model import DeviceNode, Mount, Plan
+
+if TYPE_CHECKING:
+    from nvhook.edits import ContainerEdits, HookEdit, MountEdit, NodeEdit
 
 # A hook whose executable has one of these names injects NVIDIA GPUs by itself: docker
 # --gpus adds nvidia-container-runtime-hook, NVIDIA's packages alias it as
@@ -25,10 +30,6 @@ NVIDIA_HOOK_NAMES = frozenset({"nvidia-container-runtime-hook", "nvidia-containe
 # included when removing, since an NVIDIA hook there would inject (or fail) as well.
 INJECTING_STAGES = ("prestart", "createRuntime", "createContainer")
 
-# What a spec-mode bind mount gets besides the plan's own flags: rbind so that a directory
-# source keeps what is mounted below it, rprivate so nothing propagates back to the host
-# (the options NVIDIA's CDI specs use).
-BIND_OPTIONS = ("rbind", "rprivate")
 
 
 # ---------------------------------------------------------------------------- hooks
@@ -89,47 +90,47 @@ def with_prestart_hook(spec: Mapping[str, Any], hook: dict[str, Any]) -> dict[st
 
 
 # ---------------------------------------------------------------------------- spec mode
-def device_entry(node: DeviceNode, uid: int = 0, gid: int = 0) -> dict[str, Any]:
+def device_entry(node: NodeEdit) -> dict[str, Any]:
     """linux.devices[] for a node: the runtime itself creates it in the container's /dev."""
     return {"path": node.path, "type": node.type, "major": node.major, "minor": node.minor,
-            "fileMode": node.file_mode & 0o777, "uid": uid, "gid": gid}
+            "fileMode": node.file_mode, "uid": node.uid, "gid": node.gid}
 
 
-def device_rule(node: DeviceNode) -> dict[str, Any]:
+def device_rule(node: NodeEdit) -> dict[str, Any]:
     """linux.resources.devices[]: the runtime (and any cgroup manager that re-applies the
     spec later) allows the node; this is what survives a `systemctl daemon-reload`."""
     return {"allow": True, "type": node.type, "major": node.major, "minor": node.minor,
             "access": node.permissions}
 
 
-def mount_entry(mount: Mount) -> dict[str, Any]:
-    """mounts[]: a bind mount with the plan's flags (ro, nosuid, nodev, noexec...)."""
-    flags = [o for o in mount.options if o not in ("bind", "rbind", *BIND_OPTIONS)]
+def mount_entry(mount: MountEdit) -> dict[str, Any]:
+    """mounts[]: a bind mount with the options nvhook.edits chose."""
     return {"destination": mount.container_path, "type": "bind", "source": mount.host_path,
-            "options": [*flags, *BIND_OPTIONS]}
+            "options": list(mount.options)}
 
 
-def with_plan(spec: Mapping[str, Any], plan: Plan, *,
-              finish_hook: dict[str, Any] | None = None,
-              owners: Mapping[str, tuple[int, int]] | None = None) -> dict[str, Any]:
-    """Spec mode: write the spec part of a plan (``plan.split_for_spec(...)[0]``) into the
-    spec, drop every NVIDIA hook (so nothing is injected twice; the env stays as the user
-    gave it), and add ``finish_hook`` as the one createRuntime hook for what a spec cannot
-    say. ``owners`` maps a node's container path to the uid/gid of the host node.
+def hook_json(hook: HookEdit) -> dict[str, Any]:
+    """hooks.<stage>[] entry (the stage is where with_edits puts it)."""
+    return {"path": hook.path, "args": list(hook.args), "env": list(hook.env),
+            "timeout": hook.timeout}
 
-    A device or mount already in the spec at one of the plan's paths is replaced: the
+
+def with_edits(spec: Mapping[str, Any], edits: ContainerEdits) -> dict[str, Any]:
+    """Spec mode: write ``edits`` (nvhook.edits.plan_edits) into the spec and drop every
+    NVIDIA hook already there (so nothing is injected twice; the env stays as the user gave
+    it, and ``edits.env`` only adds variables the user did not set).
+
+    A device or mount already in the spec at one of the edits' paths is replaced: the
     container gets the node and file of this host's driver, not a stale copy."""
     out = without_nvidia_hooks(spec)
-    owners = owners or {}
-    nodes = {n.path: n for n in plan.device_nodes}
-    targets = {m.container_path: m for m in plan.mounts}
+    nodes = {n.path: n for n in edits.device_nodes}
+    targets = {m.container_path: m for m in edits.mounts}
 
     if nodes:
         linux = _dict_at(out, "linux")
         devices = [d for d in _list_at(linux, "devices", "linux.")
                    if not (isinstance(d, dict) and d.get("path") in nodes)]
-        linux["devices"] = devices + [device_entry(n, *owners.get(n.path, (0, 0)))
-                                      for n in nodes.values()]
+        linux["devices"] = devices + [device_entry(n) for n in nodes.values()]
         resources = _dict_at(linux, "resources", "linux.")
         rules = list(_list_at(resources, "devices", "linux.resources."))
         for node in nodes.values():
@@ -143,15 +144,16 @@ def with_plan(spec: Mapping[str, Any], plan: Plan, *,
                   if not (isinstance(m, dict) and _clean(m.get("destination")) in targets)]
         out["mounts"] = mounts + [mount_entry(m) for m in targets.values()]
 
-    if plan.env:
+    if edits.env:
         process = _dict_at(out, "process")
         env = list(_list_at(process, "env", "process."))
         names = {e.partition("=")[0] for e in env if isinstance(e, str)}
-        process["env"] = env + [e for e in plan.env if e.partition("=")[0] not in names]
+        process["env"] = env + [e for e in edits.env if e.partition("=")[0] not in names]
 
-    if finish_hook is not None:
+    if edits.hooks:
         hooks = _dict_at(out, "hooks")
-        hooks["createRuntime"] = _list_at(hooks, "createRuntime", "hooks.") + [finish_hook]
+        for hook in edits.hooks:
+            hooks[hook.stage] = _list_at(hooks, hook.stage, "hooks.") + [hook_json(hook)]
     return out
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from nvhook.cdi import SPEC_DIRS, list_devices
+from nvhook.cdi.reader import SPEC_DIRS, list_devices
 from tests.hooked import Hooked, host_mounts
 
 PODMAN = "/usr/bin/podman"

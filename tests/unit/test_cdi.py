@@ -17,22 +17,27 @@ import yaml  # type: ignore[import]  # python3-yaml: a YAML 1.1 reader, like Go'
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nvhook import cdi, cli
+from nvhook import cli, edits, finish
+from nvhook.cdi import devices as cdidevices
+from nvhook.cdi import reader, yamlemit
+from nvhook.cdi import spec as cdispec
+from nvhook.cdi import version as cdiversion
 from nvhook.errors import NvhookError
 from nvhook.install import module_dirs, write_launcher
 from nvhook.model import ALL_CAPABILITIES, Plan, Request
-from nvhook.plan import build_plan, split_for_spec
+from nvhook.plan import build_plan
 from tests.unit.test_plan import DEB, GPUS, INV
 
 PYTHON = "/usr/bin/python3"
 CAPS = frozenset(ALL_CAPABILITIES)
 MIG = GPUS[1].mig_devices[0]
 PROC = "/proc/driver/nvidia"
+OWNERS = {"/dev/nvidia0": (0, 44), "/dev/nvidiactl": (0, 44)}   # group video, say
 
 
 def make_spec(**kw: Any) -> dict[str, Any]:
-    plans = cdi.cdi_plans(INV, kw.pop("caps", CAPS), DEB)
-    return cdi.build_spec(plans, vendor=kw.pop("vendor", "nvidia.com"),
+    plans = cdidevices.cdi_devices(INV, kw.pop("caps", CAPS), DEB)
+    return cdispec.build_spec(plans, owners=OWNERS, vendor=kw.pop("vendor", "nvidia.com"),
                           device_class=kw.pop("device_class", "gpu"),
                           hook_path="/usr/bin/nvhook", hook_args=("--config", "/etc/x.toml"))
 
@@ -63,7 +68,7 @@ def inject(spec: dict[str, Any], names: list[str]) -> tuple[dict[str, Any], list
 def hook_plan(hook: dict[str, Any], oci: dict[str, Any]) -> Plan:
     args = hook["args"]
     assert args[:3] == ["nvhook", "--config", "/etc/x.toml"] and args[3:5] == ["cdi", "finish"]
-    plan, unknown = cdi.finish_plan(args[5:], oci, PROC)
+    plan, unknown = finish.finish_plan(args[5:], oci, PROC)
     assert unknown == []
     return plan
 
@@ -82,13 +87,14 @@ def test_injected_spec_equals_the_hooks_plan(names: list[str]) -> None:
     hook whose /proc mask shows exactly the same GPUs and MIG files."""
     devices: Any = "all" if "all" in names else tuple(names)
     want = build_plan(Request(devices=devices, capabilities=CAPS), INV, DEB)
-    want_spec, want_finish = split_for_spec(want)
+    want_spec, want_finish = edits.split_for_spec(want)
 
     oci, hooks, mounts = inject(SPEC, names)
     assert {(d["path"], d["major"], d["minor"]) for d in oci["linux"]["devices"]} == \
         {(n.path, n.major, n.minor) for n in want.device_nodes}
     assert [(m["hostPath"], m["containerPath"], tuple(m["options"])) for m in mounts] == \
-        [(m.host_path, m.container_path, m.options) for m in want_spec.mounts]
+        [(m.host_path, m.container_path, edits.mount_options(m.options))
+         for m in want_spec.mounts]
     assert len(hooks) == 1, "CDI appends every device's hooks: there must be only the common one"
     got = hook_plan(hooks[0], oci)
     assert got.proc_mask is not None and want_finish.proc_mask is not None
@@ -119,7 +125,7 @@ def test_the_common_hook() -> None:
     assert hook["path"] == "/usr/bin/nvhook" and hook["timeout"] > 0
     args = hook["args"]
     assert args[args.index("--proc-mask") + 1] == ""     # fail closed: no GPU until earned
-    pairs = list(zip(args[5::2], args[6::2]))
+    pairs = list(zip(args[5::2], args[6::2], strict=False))
     assert ("--visible-gpu", f"195:0={GPUS[0].bus_id}") in pairs
     assert ("--visible-gpu", f"195:1={GPUS[1].bus_id}") in pairs
     # a MIG device's /proc files are earned by its compute-instance cap node, not the GPU's
@@ -141,20 +147,20 @@ def test_capabilities_narrow_the_common_edits() -> None:
 def test_no_gpu_is_an_error() -> None:
     from nvhook.record import replace
     with pytest.raises(NvhookError, match="no GPU"):
-        cdi.cdi_plans(replace(INV, gpus=()), CAPS, DEB)
+        cdidevices.cdi_devices(replace(INV, gpus=()), CAPS, DEB)
 
 
 def test_cdi_layout_is_multiarch() -> None:
-    assert cdi.cdi_layout("x86_64").lib_dir == "/usr/lib/x86_64-linux-gnu"
-    assert cdi.cdi_layout("aarch64").lib_dir == "/usr/lib/aarch64-linux-gnu"
-    assert cdi.cdi_layout("x86_64").lib32_dir == "/usr/lib/i386-linux-gnu"
+    assert cdidevices.cdi_layout("x86_64").lib_dir == "/usr/lib/x86_64-linux-gnu"
+    assert cdidevices.cdi_layout("aarch64").lib_dir == "/usr/lib/aarch64-linux-gnu"
+    assert cdidevices.cdi_layout("x86_64").lib32_dir == "/usr/lib/i386-linux-gnu"
 
 
 # ---------------------------------------------------------------------------- finish args
 def test_finish_plan_ignores_foreign_devices_and_unknown_args() -> None:
     oci = {"linux": {"devices": [{"path": "/dev/fuse", "type": "c", "major": 10,
                                   "minor": 229}]}}
-    plan, unknown = cdi.finish_plan(["--proc-mask", "", "--visible-gpu", "195:0=B0",
+    plan, unknown = finish.finish_plan(["--proc-mask", "", "--visible-gpu", "195:0=B0",
                                      "--future", "--visible-proc=195:0=gpus/x"], oci, PROC)
     assert plan.proc_mask is not None and plan.proc_mask.gpu_bus_ids == ()
     assert plan.mounts == () and unknown == ["--future"]
@@ -162,27 +168,27 @@ def test_finish_plan_ignores_foreign_devices_and_unknown_args() -> None:
 
 @pytest.mark.parametrize("arg", ["195:0", "195=B", "x:0=B", "195:0=", ":0=B"])
 def test_bad_visibility_arguments(arg: str) -> None:
-    with pytest.raises(NvhookError, match="cdi finish: bad"):
-        cdi.parse_visibility(["--visible-gpu", arg])
+    with pytest.raises(NvhookError, match="finish hook: bad --visible-gpu"):
+        finish.decode(["--visible-gpu", arg], PROC)
 
 
 @pytest.mark.parametrize("rel", ["../../etc", "/etc/passwd", "."])
 def test_visible_proc_stays_under_proc_driver_nvidia(rel: str) -> None:
     with pytest.raises(NvhookError):
-        cdi.parse_visibility(["--visible-proc", f"195:0={rel}"])
+        finish.decode(["--visible-proc", f"195:0={rel}"], PROC)
 
 
 def test_spec_char_devices() -> None:
     spec = {"linux": {"devices": [{"type": "c", "major": 195, "minor": 0},
                                   {"type": "b", "major": 8, "minor": 0},
                                   {"major": 1, "minor": 3}, "junk", {"type": "c"}]}}
-    assert cdi.spec_char_devices(spec) == {(195, 0), (1, 3)}
-    assert cdi.spec_char_devices({}) == set() == cdi.spec_char_devices({"linux": None})
+    assert finish.spec_char_devices(spec) == {(195, 0), (1, 3)}
+    assert finish.spec_char_devices({}) == set() == finish.spec_char_devices({"linux": None})
 
 
 # ---------------------------------------------------------------------------- CDI rules
 def test_generated_spec_is_valid_and_minimal_version() -> None:
-    assert cdi.validate_spec(SPEC) == []
+    assert cdiversion.validate_spec(SPEC) == []
     assert SPEC["cdiVersion"] == "0.5.0"      # hostPath on nodes, names starting with digits
     assert SPEC["kind"] == "nvidia.com/gpu"
 
@@ -239,7 +245,7 @@ _DELETE = object()
     ("containerEdits.mounts.0.hostPath", "/lib/\udcff.so", "not valid UTF-8"),
 ])
 def test_validate_rejects(path: str, value: Any, error: str) -> None:
-    problems = cdi.validate_spec(_mutate(path, value))
+    problems = cdiversion.validate_spec(_mutate(path, value))
     assert any(error in p for p in problems), problems
 
 
@@ -266,21 +272,21 @@ def test_minimum_version(edit: dict[str, Any], version: str) -> None:
         spec["annotations"] = edit["annotations"]
     if "additionalGids" in edit:
         spec["containerEdits"] = {"additionalGids": edit["additionalGids"]}
-    assert cdi.minimum_version(spec) == version
+    assert cdiversion.minimum_version(spec) == version
     spec["cdiVersion"] = version
-    assert cdi.validate_spec(spec) == []
+    assert cdiversion.validate_spec(spec) == []
 
 
 @pytest.mark.parametrize("name, ok", [("0", True), ("GPU-1a", True), ("0:1", True),
                                       ("a_b.c", True), ("", False), (":0", False),
                                       ("é", False), ("a/b", False), ("a=b", False)])
 def test_device_names(name: str, ok: bool) -> None:
-    assert cdi.valid_device_name(name) is ok
+    assert cdiversion.valid_device_name(name) is ok
 
 
 # ---------------------------------------------------------------------------- YAML
 def test_yaml_reads_back_as_the_json() -> None:
-    assert yaml.safe_load(cdi.to_yaml(SPEC)) == SPEC
+    assert yaml.safe_load(yamlemit.to_yaml(SPEC)) == SPEC
 
 
 @pytest.mark.parametrize("text", ["0:0", "1:20", "on", "yes", "No", "null", "~", "", "1e3",
@@ -289,7 +295,7 @@ def test_yaml_reads_back_as_the_json() -> None:
                                   "\x85nel", "\u2028", "\U0001f600", "\x00", "\x7f"])
 def test_yaml_scalars_survive(text: str) -> None:
     doc = {"k": text, "list": [text], text or "empty": 1}
-    assert yaml.safe_load(cdi.to_yaml(doc)) == doc
+    assert yaml.safe_load(yamlemit.to_yaml(doc)) == doc
 
 
 _SCALARS = (st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 63 - 1)
@@ -301,12 +307,12 @@ _SCALARS = (st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 63 - 1)
     st.text(st.characters(blacklist_categories=("Cs",)), max_size=6), inner, max_size=4),
     max_leaves=20))
 def test_yaml_round_trip(value: Any) -> None:
-    assert yaml.safe_load(cdi.to_yaml(value)) == value
+    assert yaml.safe_load(yamlemit.to_yaml(value)) == value
 
 
 def test_yaml_refuses_undecodable_paths() -> None:
     with pytest.raises(NvhookError, match="UTF-8"):
-        cdi.to_yaml({"hostPath": "/lib/\udcff"})
+        yamlemit.to_yaml({"hostPath": "/lib/\udcff"})
 
 
 # ---------------------------------------------------------------------------- reading, list
@@ -334,17 +340,24 @@ kind: nvidia.com/gpu
 @pytest.mark.parametrize("text, kind, names", [
     (NVIDIA_STYLE, "nvidia.com/gpu", ["0", "GPU-4cf8db2d-06c0-7d70-1a51-e59b25b2c16c", "it's"]),
     (json.dumps(SPEC), "nvidia.com/gpu", [d["name"] for d in SPEC["devices"]]),
-    (cdi.to_yaml(SPEC), "nvidia.com/gpu", [d["name"] for d in SPEC["devices"]]),
-    ('{"kind": "a.b/c", "devices": [{"name": "x"}, 5]}', "a.b/c", ["x"]),
+    (yamlemit.to_yaml(SPEC), "nvidia.com/gpu", [d["name"] for d in SPEC["devices"]]),
+    ('{"kind": "a.b/c", "devices": [{"name": "x"}, {"name": "\u00b2"}]}', "a.b/c", ["x", "²"]),
 ])
 def test_read_names(text: str, kind: str, names: list[str]) -> None:
-    assert cdi.read_names(text) == (kind, names)
+    assert reader.read_names(text) == (kind, names)
 
 
-@pytest.mark.parametrize("text", ["{}", "devices: []\n", "kind: 'open\n", "[1, 2]"])
+@pytest.mark.parametrize("text", [
+    "{}", "devices: []\n", "kind: 'open\n", "[1, 2]", '{"kind": 5}', '{"kind": ["a/b"]}',
+    '{"kind": "a/b", "devices": {}}', '{"kind": "a/b", "devices": [{"name": "x"}, 5]}',
+    '{"kind": "a/b", "devices": [{"name": ["x"]}]}', '{"kind": "a/b", "devices": [{}]}',
+    "[" * 100_000 + "]" * 100_000, '{"kind": ' * 50_000,
+    '{"kind": "a/b", "devices": [{"name": "x\\ny"}]}', '{"kind": "a/\\udcff"}',
+    'kind: "a/b"\ndevices:\n- name: "\\u0007"\n',
+])
 def test_read_names_refuses(text: str) -> None:
-    with pytest.raises(ValueError):
-        cdi.read_names(text)
+    with pytest.raises(NvhookError, match="not a CDI spec"):
+        reader.read_names(text)
 
 
 def test_list_devices_across_dirs(tmp_path: Path) -> None:
@@ -355,11 +368,35 @@ def test_list_devices_across_dirs(tmp_path: Path) -> None:
     (high / "nvhook.json").write_text(json.dumps(make_spec(vendor="example.com")))
     (high / "ignored.yml").write_text(NVIDIA_STYLE.replace("nvidia.com", "other.com"))
     (high / "broken.json").write_text("{")
-    names, warnings = cdi.list_devices([str(low), str(missing), str(high)])
+    names, warnings = reader.list_devices([str(low), str(missing), str(high)])
     assert names[:3] == ["example.com/gpu=0", "example.com/gpu=1", "example.com/gpu=1:0"]
     assert "nvidia.com/gpu=it's" in names and not any(n.startswith("other.com") for n in names)
     assert len(names) == len(set(names)) == 7 + 3
     assert len(warnings) == 1 and "broken.json" in warnings[0]
+
+
+def test_list_devices_survives_any_file(tmp_path: Path) -> None:
+    """Odd digits, wrong types, bytes that are not UTF-8, a FIFO: warnings, never a crash."""
+    import os
+    (tmp_path / "digits.json").write_text(json.dumps(
+        {"kind": "a.com/b", "devices": [{"name": "\u00b2"}, {"name": "10"}, {"name": "2"}]}))
+    (tmp_path / "types.json").write_text('{"kind": "a.com/b", "devices": [{"name": 1}]}')
+    (tmp_path / "latin1.yaml").write_bytes(b"kind: \xff\n")
+    os.mkfifo(tmp_path / "fifo.json")
+    names, warnings = reader.list_devices([str(tmp_path)])
+    assert names == ["a.com/b=2", "a.com/b=10", "a.com/b=\u00b2"]
+    assert sorted(w.split(":")[0] for w in warnings) == [
+        f"skipping {tmp_path}/{n}" for n in ("fifo.json", "latin1.yaml", "types.json")]
+
+
+def test_cdi_list_reports_bad_files_on_one_line_each(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "x.json").write_text('{"kind": "a.com/b", "devices": [{"name": "\u00b2"}]}')
+    (tmp_path / "y.json").write_text('{"kind": {"a": 1}}')
+    assert run_cli("cdi", "list", "--spec-dir", str(tmp_path)) == 0
+    out = capsys.readouterr()
+    assert "a.com/b=\u00b2" in out.out
+    assert out.err.count("\n") == 1 and "y.json" in out.err and "internal" not in out.err
 
 
 # ---------------------------------------------------------------------------- the commands
@@ -374,7 +411,7 @@ def test_generate_to_file_and_stdout(fake_driver: Any, tmp_path: Path,
     assert run_cli("--config", cfg, "cdi", "generate", "--output", str(out),
                    "--hook-path", "/usr/bin/nvhook") == 0
     spec = json.loads(out.read_text())
-    assert cdi.validate_spec(spec) == []
+    assert cdiversion.validate_spec(spec) == []
     assert oct(out.stat().st_mode & 0o777) == "0o644"
     assert [d["name"] for d in spec["devices"]] == [
         "0", fake_driver.gpus[0].uuid, "1", fake_driver.gpus[1].uuid, "all"]
@@ -435,7 +472,7 @@ def test_hook_path_defaults_to_the_running_launcher(fake_driver: Any, tmp_path: 
     ("/srv/nvhook.toml", ("--config", "/srv/nvhook.toml")),
 ])
 def test_config_travels_in_the_hook_unless_default(source: str, args: tuple[str, ...]) -> None:
-    assert cdi.config_args(source) == args
+    assert cdispec.config_args(source) == args
 
 
 def test_cdi_usage_and_unknown_subcommand(capsys: pytest.CaptureFixture[str]) -> None:

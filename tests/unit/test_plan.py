@@ -232,7 +232,7 @@ def test_missing_gpu_node_is_an_error_naming_the_fix() -> None:
 def test_json_uses_cdi_field_names() -> None:
     doc = plan_to_json(plan_for("utility,compute", devices=("0",)))
     edits = doc["containerEdits"]
-    assert set(edits) == {"deviceNodes", "mounts", "env", "hooks"}
+    assert set(edits) == {"deviceNodes", "mounts", "hooks"}
     assert set(edits["deviceNodes"][0]) >= {"path", "hostPath", "major", "minor", "permissions"}
     assert set(edits["mounts"][0]) == {"hostPath", "containerPath", "options"}
     assert doc["nvhook"]["cgroupRules"][0] == "c 195:255 rw"

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nvhook import specedit
+from nvhook import edits, finish, specedit
+from nvhook.edits import ContainerEdits
 from nvhook.errors import NvhookError
-from nvhook.model import DeviceNode, Mount, Plan
-from nvhook.plan import finish_args, split_for_spec
+from nvhook.model import DeviceNode, Mount
 from tests.unit.test_plan import plan_for
 
 LAUNCHER = "/usr/bin/nvhook"
@@ -38,19 +38,19 @@ def base_spec() -> dict[str, Any]:
     }
 
 
-def spec_plan() -> tuple[Plan, Plan]:
-    return split_for_spec(plan_for("utility,compute", devices=("0",)))
+PLAN = plan_for("utility,compute", devices=("0",))
+PART, REST = edits.split_for_spec(PLAN)
+EDITS = edits.plan_edits(PLAN, {"/dev/nvidia0": (0, 44)}, LAUNCHER)
+FINISH_ARGS = ["nvhook", "hook", "finish", *finish.encode(finish.Work(REST))]
 
 
 def spec_mode(spec: dict[str, Any]) -> dict[str, Any]:
-    part, finish = spec_plan()
-    hook = specedit.hook_entry(LAUNCHER, ["nvhook", "hook", "finish", *finish_args(finish)])
-    return specedit.with_plan(spec, part, finish_hook=hook, owners={"/dev/nvidia0": (0, 44)})
+    return specedit.with_edits(spec, EDITS)
 
 
 # ---------------------------------------------------------------------------- spec mode
 def test_spec_mode_writes_nodes_rules_mounts_and_one_finish_hook() -> None:
-    part, finish = spec_plan()
+    part = PART
     out = spec_mode(base_spec())
     devices = {d["path"]: d for d in out["linux"]["devices"]}
     assert set(devices) == {n.path for n in part.device_nodes}
@@ -70,7 +70,8 @@ def test_spec_mode_writes_nodes_rules_mounts_and_one_finish_hook() -> None:
     ipc = next(m for m in binds if m["destination"] == "/run/nvidia-persistenced/socket")
     assert "ro" not in ipc["options"] and "noexec" in ipc["options"]
     assert out["hooks"] == {"createRuntime": [
-        {"path": LAUNCHER, "args": ["nvhook", "hook", "finish", *finish_args(finish)]}]}
+        {"path": LAUNCHER, "args": FINISH_ARGS, "env": list(edits.FINISH_ENV),
+         "timeout": edits.FINISH_TIMEOUT}]}
     assert "--ldconfig-dir" in out["hooks"]["createRuntime"][0]["args"]
 
 
@@ -128,23 +129,23 @@ def test_spec_mode_replaces_a_stale_node_and_mount_at_the_same_path() -> None:
 
 
 def test_spec_mode_on_a_minimal_spec_creates_what_it_needs() -> None:
-    part, _ = spec_plan()
-    out = specedit.with_plan({"ociVersion": "1.0.2"}, part)
-    assert len(out["linux"]["devices"]) == len(part.device_nodes)
-    assert len(out["linux"]["resources"]["devices"]) == len(part.device_nodes)
+    out = specedit.with_edits({"ociVersion": "1.0.2"},
+                              ContainerEdits(device_nodes=EDITS.device_nodes))
+    assert len(out["linux"]["devices"]) == len(PART.device_nodes)
+    assert len(out["linux"]["resources"]["devices"]) == len(PART.device_nodes)
     assert "hooks" not in out
 
 
-def test_plan_env_is_added_without_overriding_the_user() -> None:
-    node = DeviceNode("/dev/nvidia0", "/dev/nvidia0", 195, 0)
-    plan = Plan(device_nodes=(node,), env=("NVIDIA_VISIBLE_DEVICES=void", "EXTRA=1"))
-    out = specedit.with_plan(base_spec(), plan)
+def test_env_is_added_without_overriding_the_user() -> None:
+    node = edits.node_edit(DeviceNode("/dev/nvidia0", "/dev/nvidia0", 195, 0), {})
+    out = specedit.with_edits(base_spec(), ContainerEdits(
+        device_nodes=(node,), env=("NVIDIA_VISIBLE_DEVICES=void", "EXTRA=1")))
     assert out["process"]["env"] == ["PATH=/bin", "NVIDIA_VISIBLE_DEVICES=all", "EXTRA=1"]
 
 
 def test_an_empty_plan_changes_nothing_but_hooks() -> None:
     spec = base_spec()
-    assert specedit.with_plan(spec, Plan()) == spec
+    assert specedit.with_edits(spec, ContainerEdits()) == spec
 
 
 @pytest.mark.parametrize("where, value", [
@@ -165,7 +166,8 @@ def test_a_malformed_spec_is_refused_not_repaired(where: str, value: Any) -> Non
 
 
 def test_mount_entry_options() -> None:
-    m = specedit.mount_entry(Mount("/h/lib.so", "/usr/lib/lib.so", ("bind", "ro", "nosuid")))
+    m = specedit.mount_entry(edits.mount_edit(
+        Mount("/h/lib.so", "/usr/lib/lib.so", ("bind", "ro", "nosuid"))))
     assert m == {"destination": "/usr/lib/lib.so", "type": "bind", "source": "/h/lib.so",
                  "options": ["ro", "nosuid", "rbind", "rprivate"]}
 

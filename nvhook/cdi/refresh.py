@@ -43,13 +43,13 @@ usage: nvhook cdi refresh [--output FILE] [--watch] [--match KEY=REGEX]...
 
 def refresh_once(config: Config, output: str) -> bool:
     """Write the spec for this host to ``output`` if its content changed; True if written."""
-    from nvhook import cdi
+    from nvhook.cdi.spec import default_hook_path, generate, write_atomically
+    from nvhook.cdi.yamlemit import render
 
     fmt = "json" if output.endswith(".json") else "yaml"
-    spec = cdi.generate(config, vendor=cdi.DEFAULT_VENDOR, device_class=cdi.DEFAULT_CLASS,
-                        capabilities=frozenset(config.supported_capabilities),
-                        hook_path=cdi.default_hook_path())
-    text = cdi.render(spec, fmt)
+    spec = generate(config, capabilities=frozenset(config.supported_capabilities),
+                    hook_path=default_hook_path())
+    text = render(spec, fmt)
     try:
         with open(output, encoding="utf-8") as f:
             if f.read() == text:
@@ -57,7 +57,7 @@ def refresh_once(config: Config, output: str) -> bool:
     except OSError:
         pass
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    cdi.write_atomically(output, text)
+    write_atomically(output, text)
     return True
 
 
