@@ -22,7 +22,7 @@ from nvhook.model import (
     Symlink,
 )
 from nvhook.rootfs import Layout
-from nvhook.select import Selection, check_mig_management, select_devices
+from nvhook.devselect import Selection, check_mig_management, select_devices
 
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
 if TYPE_CHECKING:

@@ -130,4 +130,4 @@ def test_hit_skips_discovery_and_gives_the_same_body(host, tmp_path: Path) -> No
     assert first == second and "device\t/dev/nvidia0\t" in first[0]
     assert "nvhook.inventory" in cold_modules and "nvhook.plan" in cold_modules
     assert not [m for m in hot_modules if m.startswith("nvhook.inventory") or
-                m in ("nvhook.plan", "nvhook.select", "nvhook.require", "nvhook.decide")]
+                m in ("nvhook.plan", "nvhook.devselect", "nvhook.require", "nvhook.decide")]
