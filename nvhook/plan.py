@@ -8,7 +8,9 @@ from __future__ import annotations
 import posixpath
 
 from nvhook import require
+from nvhook.devselect import Selection, check_mig_management, select_devices
 from nvhook.errors import NvhookError
+from nvhook.hostlayout import PROC_DRIVER_NVIDIA
 from nvhook.model import (
     DeviceNode,
     Gpu,
@@ -22,7 +24,6 @@ from nvhook.model import (
     Symlink,
 )
 from nvhook.rootfs import Layout
-from nvhook.devselect import Selection, check_mig_management, select_devices
 
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
 if TYPE_CHECKING:
@@ -250,7 +251,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
 # The runtime shim's spec mode and CDI write devices and mounts into the OCI spec; what a
 # spec cannot say (symlinks, the /proc mask with its /proc binds, ldconfig) is left to one
 # createRuntime hook, `nvhook hook finish`, whose arguments carry exactly that part of a Plan.
-PROC_DIR = "/proc/driver/nvidia"
+PROC_DIR = PROC_DRIVER_NVIDIA
 
 
 def split_for_spec(plan: Plan) -> tuple[Plan, Plan]:
