@@ -117,3 +117,11 @@ def test_supported_capabilities_all_and_duplicates(tmp_path: Path) -> None:
         "compat32", "compute", "display", "graphics", "ngx", "utility", "video"}
     p.write_text('supported-driver-capabilities = ["compute", " utility", "compute"]\n')
     assert load_config(str(p), cache_dir=None).supported_capabilities == ("compute", "utility")
+
+
+def test_hook_config_args_name_only_a_file_other_than_the_default(tmp_path: Path) -> None:
+    from nvhook.gate import DEFAULT_CONFIG_PATH
+    from nvhook.hostlayout import hook_config_args
+
+    assert hook_config_args(None) == [] and hook_config_args(DEFAULT_CONFIG_PATH) == []
+    assert hook_config_args(str(tmp_path / "c.toml")) == ["--config", str(tmp_path / "c.toml")]
