@@ -64,12 +64,19 @@ def decide(config: Config, container: Container, request: Request, *, hot: bool 
     return build_plan(request, inventory, layout or layout_of(config, container))
 
 
-def plan_for_bundle(config: Config, bundle: str, pid: int | None) -> Plan | None:
-    """`nvhook plan`: what the hook would inject into the container of ``bundle`` (None
-    when it asks for no GPU), with the full discovery of a cold start."""
+def from_bundle(config: Config, bundle: str, pid: int | None) -> tuple[Container,
+                                                                       Request | None]:
+    """The container of ``bundle`` and its request (None: it asks for no GPU), for the
+    shim's create and `nvhook plan`, which have a bundle instead of the runtime's state."""
     from nvhook import oci
     from nvhook.request import parse_request
 
     container = oci.load_container_from_bundle(bundle, pid)
-    request = parse_request(container, config)
+    return container, parse_request(container, config)
+
+
+def plan_for_bundle(config: Config, bundle: str, pid: int | None) -> Plan | None:
+    """`nvhook plan`: what the hook would inject into the container of ``bundle`` (None
+    when it asks for no GPU), with the full discovery of a cold start."""
+    container, request = from_bundle(config, bundle, pid)
     return None if request is None else decide(config, container, request)

@@ -256,13 +256,11 @@ def prepare_create(create_args: Sequence[str], config_path: str | None, cwd: str
     bundle = bundle_of(create_args, cwd)
     if not may_ask_for_gpus(_state_text(bundle), config_path):
         return False
-    from nvhook import oci
     from nvhook.config import load_config
-    from nvhook.request import parse_request
+    from nvhook.hook import from_bundle
 
     config = load_config(config_path)
-    container = oci.load_container_from_bundle(bundle, None)
-    request = parse_request(container, config)
+    container, request = from_bundle(config, bundle, None)
     if request is None:
         return False
     spec = edited_spec(container, request, config, config_path)
