@@ -25,7 +25,7 @@ CHILD = r"""
 import sys, time
 t0 = time.perf_counter()
 sys.path[:0] = PATHS
-from nvhook import cli, gate
+from nvhook import cli, gate, hook
 t_imports = time.perf_counter()
 state = STATE
 assert gate.may_ask_for_gpus(state, CONFIG)
@@ -36,7 +36,7 @@ from nvhook import apply
 t_apply = time.perf_counter()
 bodies = []
 apply.apply_body = lambda body, container, config: bodies.append(body)   # no helper run
-cli.hook_prestart(config, state)
+hook.prestart(config, state)
 t_decide = time.perf_counter()
 assert bodies and bodies[0].endswith("end\n")
 ms = lambda a, b: round((b - a) * 1e3, 3)

@@ -12,10 +12,10 @@ from nvhook.errors import NvhookError
 
 TYPE_CHECKING = False   # typing costs milliseconds to import; the hook must not pay them
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from nvhook.config import Config
-    from nvhook.model import Container, Inventory, Request
+    from nvhook.model import Inventory
 
 HOOK_NAMES = ("nvidia-container-runtime-hook", "nvidia-container-toolkit")
 HOOK_STAGES_NOOP = ("poststart", "poststop")
@@ -56,8 +56,9 @@ options:
 
 
 def _config(explicit: str | None) -> Config:
-    from nvhook.config import config_path, load_config
-    return load_config(config_path(explicit, os.environ))
+    from nvhook.config import load_config
+    from nvhook.gate import config_file
+    return load_config(config_file(explicit, os.environ))
 
 
 def _take(args: list[str], *names: str) -> str | None:
@@ -91,43 +92,11 @@ def _no_extra(args: list[str], command: str) -> None:
 
 
 # ---------------------------------------------------------------------------- hook
-def hook_prestart(config: Config, stdin_text: str) -> int:
-    from nvhook import oci
-    from nvhook.request import parse_request
-
-    state = oci.parse_state(stdin_text)
-    container = oci.load_container(state)
-    request = parse_request(container, config)
-    if request is None:
-        return 0
-    from nvhook import apply
-    apply.require_host_pid(container)     # before any work: a createContainer hook fails fast
-    from nvhook.rootfs import container_layout
-
-    layout = container_layout(container.rootfs)
-    body, key = None, None
-    if config.cache_dir:
-        from nvhook import plancache
-        key = plancache.cache_key(config, request, layout)
-        body = plancache.load(config.cache_dir, key)
-    if body is None:
-        from nvhook.decide import plan_container
-        body = apply.plan_body(plan_container(config, container, request, hot=True,
-                                              layout=layout), config)
-        if key is not None:
-            plancache.store(config.cache_dir, key, body)
-    apply.apply_body(body, container, config)
+def cmd_prestart(config: Config, state_text: str) -> int:
+    """`nvhook prestart`, past the gate: the pipeline is nvhook.hook's."""
+    from nvhook.hook import prestart
+    prestart(config, state_text)
     return 0
-
-
-def _plan(config: Config, container: Container, request: Request,
-          hot: bool = False) -> Plan:
-    from nvhook.decide import plan_container
-    return plan_container(config, container, request, hot=hot)
-
-
-if TYPE_CHECKING:
-    from nvhook.model import Plan
 
 
 def cmd_hook(config: Config, args: list[str]) -> int:
@@ -177,24 +146,25 @@ def cmd_info(config: Config, args: list[str]) -> int:
 
 
 def cmd_list(config: Config, args: list[str]) -> int:
-    from nvhook.model import ALL_CAPABILITIES, Request
+    from nvhook.hostlayout import split_list
+    from nvhook.model import ALL_CAPABILITIES, Request, capability_list
     from nvhook.plan import build_plan
     from nvhook.report import list_paths
-    from nvhook.rootfs import Layout
+    from nvhook.rootfs import multiarch_layout
 
     caps_arg = _take(args, "--capabilities", "-c") or "all"
     device_arg = _take(args, "--device", "-d") or "all"
     _no_extra(args, "list")
-    caps = set(ALL_CAPABILITIES) if caps_arg == "all" else {
-        c.strip() for c in caps_arg.split(",") if c.strip()}
-    unknown = sorted(caps - set(ALL_CAPABILITIES))
-    if unknown:
-        raise NvhookError(f"unknown capability {unknown[0]!r} in --capabilities",
+    caps, unknown = capability_list(caps_arg)
+    if unknown or not caps:
+        raise NvhookError(f"unknown capability {unknown[0] if unknown else caps_arg!r} in "
+                          "--capabilities",
                           f"use 'all' or a comma list of {','.join(ALL_CAPABILITIES)}")
     devices: Literal['all'] | tuple[str, ...] = "all" if device_arg == "all" else tuple(
-        d.strip() for d in device_arg.split(",") if d.strip())
+        split_list(device_arg))
     request = Request(devices=devices, capabilities=frozenset(caps))
-    layout = Layout("/usr/lib/x86_64-linux-gnu", "/usr/lib/i386-linux-gnu")
+    # Where a Debian-style image of this machine keeps its libraries ([host] machine).
+    layout = multiarch_layout(config.multiarch_machine)
     plan = build_plan(request, _inventory(config), layout)
     sys.stdout.write(list_paths(plan, layout.lib_dir, layout.lib32_dir))
     return 0
@@ -203,9 +173,9 @@ def cmd_list(config: Config, args: list[str]) -> int:
 def cmd_plan(config: Config, args: list[str]) -> int:
     import json
 
-    from nvhook import oci
+    from nvhook.hook import plan_for_bundle
     from nvhook.plan import plan_to_json
-    from nvhook.request import parse_request
+    from nvhook.report import plan_text
 
     bundle = _take(args, "--bundle", "-b")
     pid_arg = _take(args, "--pid")
@@ -217,37 +187,15 @@ def cmd_plan(config: Config, args: list[str]) -> int:
         pid = int(pid_arg) if pid_arg is not None else None
     except ValueError:
         raise NvhookError(f"--pid {pid_arg!r} is not a number", "pass --pid N") from None
-    container = oci.load_container_from_bundle(os.path.abspath(bundle), pid)
-    request = parse_request(container, config)
-    if request is None:
+    plan = plan_for_bundle(config, os.path.abspath(bundle), pid)
+    if plan is None:
         sys.stdout.write(json.dumps(None) + "\n" if as_json else
                          "no GPU requested: the hook would do nothing\n")
-        return 0
-    plan = _plan(config, container, request)
-    if as_json:
+    elif as_json:
         sys.stdout.write(json.dumps(plan_to_json(plan), indent=2) + "\n")
     else:
         sys.stdout.write(plan_text(plan))
     return 0
-
-
-def plan_text(plan: Plan) -> str:
-    out = []
-    for n in plan.device_nodes:
-        out.append(f"device   {n.path}  ({n.type} {n.major}:{n.minor}) <- {n.host_path}")
-    for m in plan.mounts:
-        out.append(f"mount    {m.container_path}  [{','.join(m.options)}] <- {m.host_path}")
-    for s in plan.symlinks:
-        out.append(f"symlink  {s.link} -> {s.target}")
-    if plan.proc_mask:
-        out.append(f"procmask {plan.proc_mask.container_dir}  files="
-                   f"{','.join(plan.proc_mask.files)} gpus="
-                   f"{','.join(plan.proc_mask.gpu_bus_ids) or '-'}")
-    for rule in plan.cgroup_rules:
-        out.append(f"cgroup   allow {rule}")
-    if plan.ldconfig_dirs:
-        out.append(f"ldconfig {' '.join(plan.ldconfig_dirs)}")
-    return "\n".join(out) + "\n"
 
 
 # ---------------------------------------------------------------------------- main
@@ -280,13 +228,10 @@ def run(argv: Sequence[str]) -> int:
         state_text = sys.stdin.read()
         if not may_ask_for_gpus(state_text, config_file(config_arg, os.environ)):
             return 0
-        return hook_prestart(_config(config_arg), state_text)
+        return cmd_prestart(_config(config_arg), state_text)
     if command in HOOK_STAGES_NOOP:
         return 0
-    commands = {"list-devices": cmd_list_devices, "info": cmd_info, "list": cmd_list,
-                "plan": cmd_plan, "hook": cmd_hook,
-                "cdi": cmd_cdi}
-    handler = commands.get(command)
+    handler = COMMANDS.get(command)
     if handler is None:
         if as_hook:
             # Newer runtimes may call stages we do not know; failing would kill the container.
@@ -294,6 +239,17 @@ def run(argv: Sequence[str]) -> int:
             return 0
         raise NvhookError(f"unknown command {command!r}", "see `nvhook --help`")
     return handler(_config(config_arg), rest)
+
+
+# Subcommands that take the loaded config and their arguments: one line each.
+COMMANDS: dict[str, Callable[[Config, list[str]], int]] = {
+    "list-devices": cmd_list_devices,
+    "info": cmd_info,
+    "list": cmd_list,
+    "plan": cmd_plan,
+    "hook": cmd_hook,
+    "cdi": cmd_cdi,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,23 +4,29 @@ from __future__ import annotations
 import os
 
 from nvhook.errors import NvhookError
-from nvhook.gate import config_file
-from nvhook.model import ALL_CAPABILITIES
+from nvhook.hostlayout import machine, multiarch_lib_dirs, split_list
+from nvhook.model import ALL_CAPABILITIES, capability_list
 from nvhook.record import field, fields, record
 
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
 if TYPE_CHECKING:
-    from collections.abc import Mapping
     from typing import Any
 
 
-# Relative to the driver root. Covers a plain Debian/Ubuntu/RHEL host and the driver-root
-# layouts of GKE and the GPU operator (everything under bin/, lib64/, firmware/).
-DEFAULT_LIBRARY_DIRS = (
-    "usr/lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu/nvidia/current", "usr/lib64",
-    "lib64", "usr/lib", "lib", "lib/x86_64-linux-gnu",
-)
-DEFAULT_LIBRARY32_DIRS = ("usr/lib/i386-linux-gnu", "usr/lib32", "lib32", "lib/i386-linux-gnu")
+
+
+def default_library_dirs(machine: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(64-bit, 32-bit) library dirs searched by default, relative to the driver root, for a
+    machine's multiarch names. Covers a plain Debian/Ubuntu/RHEL host and the driver-root
+    layouts of GKE and the GPU operator (everything under bin/, lib64/, firmware/)."""
+    lib, lib32 = (d.lstrip("/") for d in multiarch_lib_dirs(machine))   # usr/lib/<triplet>
+    native = (lib, f"{lib}/nvidia/current", "usr/lib64", "lib64",
+              "usr/lib", "lib", lib[len("usr/"):])
+    compat = tuple(dict.fromkeys((lib32, "usr/lib32", "lib32", lib32[len("usr/"):])))
+    return native, compat
+
+
+DEFAULT_LIBRARY_DIRS, DEFAULT_LIBRARY32_DIRS = default_library_dirs(machine())
 DEFAULT_BINARY_DIRS = ("usr/bin", "usr/sbin", "bin", "sbin", "usr/local/bin", "usr/local/sbin")
 DEFAULT_FIRMWARE_DIRS = ("lib/firmware", "usr/lib/firmware", "firmware")
 
@@ -45,6 +51,10 @@ class Config:
     persistenced_socket: str = "/var/run/nvidia-persistenced/socket"
     fabricmanager_socket: str = "/var/run/nvidia-fabricmanager/socket"
     mps_pipe_dir: str = "/tmp/nvidia-mps"
+    # The machine whose Debian multiarch names are used: the container's library dirs and
+    # the default library-dirs ("" = this host's, uname -m). Libraries are still checked
+    # against the ELF machine of the host nvhook runs on.
+    machine: str = ""
     # [nvml]
     nvml_timeout: float = 5.0
     # [hook]
@@ -64,6 +74,10 @@ class Config:
         if root in ("", "/"):
             return path
         return os.path.join(root, path.lstrip("/"))
+
+    @property
+    def multiarch_machine(self) -> str:
+        return self.machine or machine()
 
     @property
     def ldcache_path(self) -> str:
@@ -88,6 +102,7 @@ _KEYS: dict[tuple[str, str], str] = {
     ("host", "persistenced-socket"): "persistenced_socket",
     ("host", "fabricmanager-socket"): "fabricmanager_socket",
     ("host", "mps-pipe-dir"): "mps_pipe_dir",
+    ("host", "machine"): "machine",
     ("nvml", "timeout"): "nvml_timeout",
     ("hook", "ldconfig"): "ldconfig",
     ("hook", "no-cgroups"): "no_cgroups",
@@ -118,15 +133,10 @@ def _coerce(path: str, key: str, attr: str, value: Any) -> Any:
         return value
     # tuple[str, ...]: a TOML array, or (for capabilities, as NVIDIA writes it) a comma list
     if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
+        value = split_list(value)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise NvhookError(f"config {path}: '{key}' must be a list of strings, not {value!r}", fix)
     return tuple(value)
-
-
-def config_path(explicit: str | None, environ: Mapping[str, str]) -> str | None:
-    """--config, else $NVHOOK_CONFIG, else the default file (None if that is absent)."""
-    return config_file(explicit, environ)
 
 
 CACHE_DIR = "/run/nvhook"
@@ -171,7 +181,8 @@ def _cached(cache_dir: str, path: str, key: str) -> Config | None:
     if doc is None or doc.get("key") != key or doc.get("path") != os.path.abspath(path):
         return None
     try:
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["values"].items()}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in doc["values"].items()}
         return Config(source=path, **values)
     except (TypeError, KeyError, AttributeError):
         return None
@@ -207,12 +218,16 @@ def _parse(path: str) -> Config:
                                   "remove it or fix its spelling (docs/configuration.md lists "
                                   "every key)")
             values[attr] = _coerce(path, key, attr, value)
-    caps = values.get("supported_capabilities", ALL_CAPABILITIES)
-    unknown = sorted(set(caps) - set(ALL_CAPABILITIES))
+    caps, unknown = capability_list(values.get("supported_capabilities", ALL_CAPABILITIES))
     if unknown:
         raise NvhookError(f"config {path}: supported-driver-capabilities names unknown "
-                          f"capabilities {','.join(unknown)}",
+                          f"capabilities {','.join(sorted(unknown))}",
                           f"use only {','.join(ALL_CAPABILITIES)}")
+    values["supported_capabilities"] = caps
+    if values.get("machine") and "library_dirs" not in values:
+        values["library_dirs"] = default_library_dirs(values["machine"])[0]
+    if values.get("machine") and "library32_dirs" not in values:
+        values["library32_dirs"] = default_library_dirs(values["machine"])[1]
     return Config(**values)
 
 

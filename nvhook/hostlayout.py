@@ -68,3 +68,43 @@ def split_list(value: str) -> list[str]:
     """A comma list as NVIDIA_* variables and nvhook's options write it: items trimmed,
     empty items dropped, order and duplicates kept."""
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+# Where the install step (nvhook.install, the .deb) puts the `nvhook` launcher that the hooks
+# nvhook writes into specs run, after the copy beside the running program.
+LAUNCHER_FALLBACKS = ("/usr/bin/nvhook", "/usr/local/bin/nvhook")
+
+
+def find_launcher(argv0: str) -> str:
+    """The absolute path of the `nvhook` launcher that spec and CDI hooks should run.
+
+    ``argv0`` itself when it is that launcher; else the `nvhook` beside it (the shim is
+    installed next to it, possibly through a symlink); else the installed one.
+    """
+    candidates: list[str] = []
+    if argv0:
+        me = os.path.abspath(argv0)
+        if os.path.basename(me) == "nvhook":
+            candidates.append(me)
+        for d in (os.path.dirname(me), os.path.dirname(os.path.realpath(me))):
+            candidates.append(os.path.join(d, "nvhook"))
+    candidates += LAUNCHER_FALLBACKS
+    for path in dict.fromkeys(candidates):
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    from nvhook.errors import NvhookError
+    raise NvhookError(f"cannot find the nvhook launcher for the container's hooks (looked for "
+                      f"{', '.join(dict.fromkeys(candidates))})",
+                      "install nvhook (python3 -m nvhook.install) so that `nvhook` is next to "
+                      "the program that writes the hook")
+
+
+def hook_config_args(config_path: str | None) -> list[str]:
+    """`--config FILE` for the hooks nvhook writes into specs, unless the default file is
+    meant: crun and youki run hooks with an empty environment, so NVHOOK_CONFIG would not
+    reach them."""
+    from nvhook.gate import DEFAULT_CONFIG_PATH
+
+    if not config_path or os.path.abspath(config_path) == DEFAULT_CONFIG_PATH:
+        return []
+    return ["--config", os.path.abspath(config_path)]

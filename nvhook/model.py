@@ -5,6 +5,7 @@ module named after the concept (oci, request, inventory, plan); nothing here doe
 """
 from __future__ import annotations
 
+from nvhook.hostlayout import PROC_DRIVER_NVIDIA, split_list
 from nvhook.record import field, record
 
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
@@ -16,6 +17,20 @@ ALL_CAPABILITIES: tuple[str, ...] = (
     "compat32", "compute", "display", "graphics", "ngx", "utility", "video",
 )
 DEFAULT_CAPABILITIES: frozenset[str] = frozenset({"utility", "compute"})
+
+
+def capability_list(value: str | tuple[str, ...] | list[str],
+                    all_means: tuple[str, ...] | frozenset[str] = ALL_CAPABILITIES
+                    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(names, unknown) of a capability list as NVIDIA_DRIVER_CAPABILITIES, `--capabilities`
+    and supported-driver-capabilities write it: a comma list (or already a list); ``all``
+    anywhere means ``all_means``. Order kept, duplicates dropped; the callers word the error
+    for unknown names, as each knows where the list came from."""
+    items = split_list(value) if isinstance(value, str) else [v.strip() for v in value]
+    names = tuple(dict.fromkeys(v for v in items if v))
+    if "all" in names:
+        return tuple(all_means), ()
+    return names, tuple(n for n in names if n not in ALL_CAPABILITIES)
 
 
 # ---------------------------------------------------------------------------- container
@@ -133,7 +148,7 @@ class Inventory:
     ipc: tuple[HostFile, ...] = ()
     device_nodes: tuple[HostDeviceNode, ...] = ()   # every /dev/nvidia* node present
     majors: dict[str, int] = field(default_factory=dict)   # /proc/devices name -> major
-    proc_driver_dir: str = "/proc/driver/nvidia"   # host dir the /proc mask copies from
+    proc_driver_dir: str = PROC_DRIVER_NVIDIA   # host dir the /proc mask copies from
     mig_minors: dict[str, int] = field(default_factory=dict)  # nvidia-caps mig-minors table
 
 
@@ -169,7 +184,7 @@ class ProcMask:
     host_dir: str                        # host /proc/driver/nvidia
     files: tuple[str, ...]               # copied in (params with ModifyDeviceFiles: 0)
     gpu_bus_ids: tuple[str, ...]         # gpus/<bus id> entries bound read-only
-    container_dir: str = "/proc/driver/nvidia"
+    container_dir: str = PROC_DRIVER_NVIDIA
 
 
 @record

@@ -8,6 +8,7 @@ from __future__ import annotations
 import posixpath
 
 from nvhook import require
+from nvhook.devselect import Selection, check_mig_management, select_devices
 from nvhook.errors import NvhookError
 from nvhook.hostlayout import PROC_DRIVER_NVIDIA
 from nvhook.model import (
@@ -23,7 +24,6 @@ from nvhook.model import (
     Symlink,
 )
 from nvhook.rootfs import Layout
-from nvhook.select import Selection, check_mig_management, select_devices
 
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
 if TYPE_CHECKING:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 
+from nvhook.hostlayout import proc_driver_dir
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from nvhook.config import Config
@@ -58,7 +60,7 @@ def request_text(request: Request) -> str:
 
 def host_state(config: Config) -> bytes:
     """What the plan is made from, as bytes that change when any of it changes."""
-    proc = os.path.join(config.proc_root, "driver", "nvidia")
+    proc = proc_driver_dir(config.proc_root)
     parts = [_read(os.path.join(proc, "version")), _read(os.path.join(config.proc_root,
                                                                      "devices"))]
     gpus = os.path.join(proc, "gpus")

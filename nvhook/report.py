@@ -1,4 +1,4 @@
-"""Text renderings of the Inventory and Plan: `info`, `list` and `list-devices`."""
+"""Text renderings of the Inventory and Plan: `info`, `list`, `list-devices` and `plan`."""
 from __future__ import annotations
 
 import json
@@ -81,3 +81,23 @@ def list_paths(plan: Plan, lib_dir: str, lib32_dir: str) -> str:
     mounts = sorted(plan.mounts, key=lambda m: kind(m.container_path, m.options))
     lines += [m.host_path for m in mounts]
     return "".join(f"{line}\n" for line in lines)
+
+
+def plan_text(plan: Plan) -> str:
+    """`nvhook plan`: one line per thing the hook would do, in the helper's order."""
+    out = []
+    for n in plan.device_nodes:
+        out.append(f"device   {n.path}  ({n.type} {n.major}:{n.minor}) <- {n.host_path}")
+    for m in plan.mounts:
+        out.append(f"mount    {m.container_path}  [{','.join(m.options)}] <- {m.host_path}")
+    for s in plan.symlinks:
+        out.append(f"symlink  {s.link} -> {s.target}")
+    if plan.proc_mask:
+        out.append(f"procmask {plan.proc_mask.container_dir}  files="
+                   f"{','.join(plan.proc_mask.files)} gpus="
+                   f"{','.join(plan.proc_mask.gpu_bus_ids) or '-'}")
+    for rule in plan.cgroup_rules:
+        out.append(f"cgroup   allow {rule}")
+    if plan.ldconfig_dirs:
+        out.append(f"ldconfig {' '.join(plan.ldconfig_dirs)}")
+    return "\n".join(out) + "\n"

@@ -25,7 +25,14 @@ import sys
 
 from nvhook.config import Config
 from nvhook.errors import NvhookError
-from nvhook.model import ALL_CAPABILITIES, DEFAULT_CAPABILITIES, Container, Request
+from nvhook.hostlayout import split_list
+from nvhook.model import (
+    ALL_CAPABILITIES,
+    DEFAULT_CAPABILITIES,
+    Container,
+    Request,
+    capability_list,
+)
 
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
 if TYPE_CHECKING:
@@ -97,11 +104,11 @@ def _requested_devices(container: Container, config: Config,
                                    f"{VOLUME_MOUNT_ROOT}")
             return None if devices is None else (devices, "volume-mounts")
 
-    names = [n for n in _split(config.swarm_resource) if n in container.env]
+    names = [n for n in split_list(config.swarm_resource) if n in container.env]
     if not names:
         names = [VISIBLE_DEVICES]
     is_set = any(n in container.env for n in names)
-    ids = [i for n in names for i in _split(container.env.get(n, ""))]
+    ids = [i for n in names for i in split_list(container.env.get(n, ""))]
     if not is_set and legacy:
         ids = ["all"]   # an old CUDA image had no variable and meant "every GPU"
     origin = f"{','.join(names)}={','.join(ids)}"
@@ -197,17 +204,14 @@ def _capabilities(env: dict[str, str], config: Config, legacy: bool) -> frozense
         # An old CUDA image predates the variable and expected the whole driver.
         return supported if legacy else DEFAULT_CAPABILITIES & supported
     raw = env[DRIVER_CAPABILITIES]
-    wanted = _split(raw)
+    wanted, unknown = capability_list(raw, all_means=supported)
     if not wanted:
         return DEFAULT_CAPABILITIES & supported
-    if "all" in wanted:
-        return supported
-    unknown = [c for c in dict.fromkeys(wanted) if c not in ALL_CAPABILITIES]
     if unknown:
         raise NvhookError(
             f"{DRIVER_CAPABILITIES}={raw}: unknown capabilit{_ies(unknown)} {','.join(unknown)}",
             f"use a comma list of {','.join(ALL_CAPABILITIES)}, or all")
-    refused = [c for c in dict.fromkeys(wanted) if c not in supported]
+    refused = [c for c in wanted if c not in supported]
     if refused:
         where = config.source or "the nvhook config file"
         raise NvhookError(
@@ -219,7 +223,7 @@ def _capabilities(env: dict[str, str], config: Config, legacy: bool) -> frozense
     return frozenset(wanted)
 
 
-def _ies(items: list[str]) -> str:
+def _ies(items: tuple[str, ...] | list[str]) -> str:
     return "ies" if len(items) > 1 else "y"
 
 
@@ -299,7 +303,7 @@ def _imex_channels(container: Container, config: Config) -> tuple[int, ...]:
     if IMEX_CHANNELS not in container.env:
         return ()
     raw = container.env[IMEX_CHANNELS]
-    ids = _split(raw)
+    ids = split_list(raw)
     # void/none/all are special as in the device list; "all" is dropped, as NVIDIA does:
     # a container must name its channels.
     if not ids or any(i in ("void", "none", "all") for i in ids):
@@ -323,11 +327,6 @@ def _channel_numbers(ids: list[str], origin: str) -> tuple[int, ...]:
 
 
 # ------------------------------------------------------------------------------ helpers
-def _split(value: str) -> list[str]:
-    """A comma list: items trimmed, empty ones dropped."""
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
 def _clean(path: str) -> str:
     """Lexically clean a path as Go's filepath.Clean does (POSIX keeps a leading "//")."""
     cleaned = os.path.normpath(path)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 import stat
 
+from nvhook.hostlayout import MAX_SYMLINKS, multiarch_lib_dirs
 from nvhook.record import record
-
-_MAX_LINKS = 40
 
 
 def _open_in_root(root_fd: int, path: str) -> int:
@@ -32,7 +31,7 @@ def _open_in_root(root_fd: int, path: str) -> int:
             if stat.S_ISLNK(st.st_mode):
                 os.close(fd)
                 links += 1
-                if links > _MAX_LINKS:
+                if links > MAX_SYMLINKS:
                     raise OSError(40, "too many levels of symbolic links", path)
                 target = os.readlink(name, dir_fd=stack[-1])
                 if target.startswith("/"):
@@ -76,12 +75,14 @@ class Layout:
     lib32_dir: str
 
 
+def multiarch_layout(machine: str | None = None) -> Layout:
+    """A Debian-style image's library dirs for a machine (this host's when not given)."""
+    return Layout(*multiarch_lib_dirs(machine))
+
+
 def container_layout(rootfs: str, machine: str | None = None) -> Layout:
     """Debian-style multiarch dirs when the image has /etc/debian_version, else lib64."""
-    machine = machine or os.uname().machine
-    triplet = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu",
-               "ppc64le": "powerpc64le-linux-gnu"}.get(machine, f"{machine}-linux-gnu")
     if stat_in_root(rootfs, "/etc/debian_version") is not None:
-        return Layout(f"/usr/lib/{triplet}", "/usr/lib/i386-linux-gnu")
+        return multiarch_layout(machine)
     lib32 = stat_in_root(rootfs, "/usr/lib32")
     return Layout("/usr/lib64", "/usr/lib32" if lib32 is not None else "/usr/lib")

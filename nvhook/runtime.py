@@ -29,6 +29,7 @@ import os
 import sys
 
 from nvhook.errors import NvhookError
+from nvhook.hostlayout import HOOK_PATH
 
 TYPE_CHECKING = False   # typing and collections.abc cost the pass-through path milliseconds
 if TYPE_CHECKING:
@@ -44,9 +45,9 @@ RUNTIME_NAMES = ("nvidia-container-runtime",)
 # import the config module (dataclasses, typing); tests/unit/test_runtime.py checks they agree.
 DEFAULT_RUNTIMES = ("runc", "crun")
 # Searched after $PATH's absolute entries: runtimes such as crun run hooks and shims with an
-# empty environment, and a shim without PATH must still find runc.
-SYSTEM_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-LAUNCHER_FALLBACKS = ("/usr/bin/nvhook", "/usr/local/bin/nvhook")
+# empty environment, and a shim without PATH must still find runc. The same dirs as the PATH
+# nvhook gives its own hooks.
+SYSTEM_DIRS = tuple(HOOK_PATH.split(":"))
 
 # Global options of runc, crun and youki that take a value ("--root DIR" or "--root=DIR";
 # Go's flag package and argp accept one or two dashes). Every other option is a switch.
@@ -255,13 +256,11 @@ def prepare_create(create_args: Sequence[str], config_path: str | None, cwd: str
     bundle = bundle_of(create_args, cwd)
     if not may_ask_for_gpus(_state_text(bundle), config_path):
         return False
-    from nvhook import oci
     from nvhook.config import load_config
-    from nvhook.request import parse_request
+    from nvhook.hook import from_bundle
 
     config = load_config(config_path)
-    container = oci.load_container_from_bundle(bundle, None)
-    request = parse_request(container, config)
+    container, request = from_bundle(config, bundle, None)
     if request is None:
         return False
     spec = edited_spec(container, request, config, config_path)
@@ -274,9 +273,10 @@ def edited_spec(container: Container, request: Request, config: Config,
                 config_path: str | None) -> dict[str, Any]:
     """The container's spec with this request written in, as ``config.runtime_mode`` says."""
     from nvhook import specedit
+    from nvhook.hostlayout import find_launcher, hook_config_args
 
-    launcher = find_launcher()
-    base = ["nvhook"] + config_args(config_path)
+    launcher = find_launcher(sys.argv[0] if sys.argv else "")
+    base = ["nvhook", *hook_config_args(config_path)]
     if config.runtime_mode == "hook":
         return specedit.with_prestart_hook(
             container.spec, specedit.hook_entry(launcher, base + ["prestart"]))
@@ -285,40 +285,12 @@ def edited_spec(container: Container, request: Request, config: Config,
                           + (f" in {config.source}" if config.source else ""),
                           'set [runtime] mode = "spec" or "hook"')
     from nvhook import edits
-    from nvhook.decide import plan_container
+    from nvhook.hook import decide
 
     # As the hook does: a container is starting.
-    plan = plan_container(config, container, request, hot=True)
+    plan = decide(config, container, request, hot=True)
     return specedit.with_edits(container.spec, edits.plan_edits(
         plan, edits.host_owners(plan.device_nodes), launcher, prefix=base[1:]))
-
-
-def config_args(config_path: str | None) -> list[str]:
-    """`--config FILE` for the hooks this shim writes, unless the default file is meant:
-    crun and youki run hooks with an empty environment, so NVHOOK_CONFIG would not reach
-    them."""
-    from nvhook.gate import DEFAULT_CONFIG_PATH
-
-    if not config_path or os.path.abspath(config_path) == DEFAULT_CONFIG_PATH:
-        return []
-    return ["--config", os.path.abspath(config_path)]
-
-
-def find_launcher() -> str:
-    """The `nvhook` launcher the hooks run: the one next to this shim, else the installed one."""
-    candidates = []
-    me = sys.argv[0] if sys.argv and sys.argv[0] else ""
-    if me:
-        for d in (os.path.dirname(os.path.abspath(me)), os.path.dirname(os.path.realpath(me))):
-            candidates.append(os.path.join(d, "nvhook"))
-    candidates += LAUNCHER_FALLBACKS
-    for path in candidates:
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    raise NvhookError(f"cannot find the nvhook launcher for the container's hooks (looked for "
-                      f"{', '.join(dict.fromkeys(candidates))})",
-                      "install nvhook (python3 -m nvhook.install) so that `nvhook` is next to "
-                      "nvidia-container-runtime")
 
 
 def rewrite_spec(path: str, spec: Mapping[str, Any]) -> bool:

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   python3 python3-cffi python3-pyelftools python3-pyroute2                # nvhook itself
+  python3-pip                                                             # ruff, mypy (below)
   gcc libc6-dev                                                           # the C helper
   python3-pytest python3-hypothesis python3-yaml gcc-multilib busybox-static runc  # tests, demo
   docker.io containerd podman crun conmon                                 # engine tests
@@ -32,6 +33,20 @@ if ((${#missing[@]})); then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
   [ "$added_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+# The checks scripts/test.sh runs before the tests, pinned: a newer ruff or mypy may find
+# new things, and CI must not turn red on its own. Debian 12 has no ruff and a mypy (1.0)
+# too old for the code's typing, so both come from PyPI into Debian's python3.
+LINT_PINS=(ruff==0.17.6 mypy==2.4.1)
+want=()
+for pin in "${LINT_PINS[@]}"; do
+  /usr/bin/python3 -c 'import importlib.metadata as m, sys; n, v = sys.argv[1].split("==")
+sys.exit(m.version(n) != v)' "$pin" 2>/dev/null || want+=("$pin")
+done
+if ((${#want[@]})); then
+  echo "setup: pip installing ${want[*]}"
+  /usr/bin/python3 -m pip install -q --break-system-packages "${want[@]}"
 fi
 
 /usr/bin/python3 -m nvhook.install --python /usr/bin/python3 --prefix /usr/local

@@ -20,6 +20,7 @@ from nvhook import edits
 from nvhook.cdi.devices import CdiDevices, cdi_devices, cdi_layout
 from nvhook.cdi.version import minimum_version, valid_vendor_or_class, validate_spec
 from nvhook.errors import NvhookError
+from nvhook.hostlayout import hook_config_args
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -98,22 +99,12 @@ def generate(config: Config, *, vendor: str = DEFAULT_VENDOR,
     devices = cdi_devices(discover(config), caps, cdi_layout())
     owners = edits.host_owners((*devices.common.device_nodes, *devices.all_nodes))
     spec = build_spec(devices, vendor=vendor, device_class=device_class, hook_path=hook_path,
-                      hook_args=config_args(config.source), owners=owners)
+                      hook_args=tuple(hook_config_args(config.source)), owners=owners)
     problems = validate_spec(spec)
     if problems:
         raise NvhookError(f"the generated CDI spec is invalid: {problems[0]}",
                           "this is a bug in nvhook; report it with `nvhook plan --json`")
     return spec
-
-
-def config_args(source: str) -> tuple[str, ...]:
-    """`--config FILE` for the spec's hook when the spec was made with another file than the
-    default: runtimes run hooks without our environment, so NVHOOK_CONFIG cannot carry it."""
-    from nvhook.gate import DEFAULT_CONFIG_PATH
-
-    if not source or os.path.abspath(source) == DEFAULT_CONFIG_PATH:
-        return ()
-    return ("--config", os.path.abspath(source))
 
 
 def default_hook_path() -> str:

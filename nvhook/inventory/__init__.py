@@ -5,8 +5,6 @@ load only when discover() runs, so the hook's no-GPU path never pays for them.
 """
 from __future__ import annotations
 
-import os
-
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
 if TYPE_CHECKING:
     from nvhook.config import Config
@@ -29,6 +27,7 @@ def discover(config: Config, *, elf_details: bool = True, hot: bool = False,
     (a slow procfs read: 8 ms on an H200 host) is read only when MIG is in play: a GPU in
     MIG mode, or ``mig_management`` (NVIDIA_MIG_CONFIG/MONITOR_DEVICES asked).
     """
+    from nvhook.hostlayout import proc_driver_dir
     from nvhook.inventory import driver, procfs
     from nvhook.model import Inventory
 
@@ -54,7 +53,7 @@ def discover(config: Config, *, elf_details: bool = True, hot: bool = False,
         ipc=driver.find_ipc(config),
         device_nodes=driver.find_device_nodes(config, majors),
         majors=majors,
-        proc_driver_dir=os.path.join(config.proc_root, "driver", "nvidia"),
+        proc_driver_dir=proc_driver_dir(config.proc_root),
         mig_minors=procfs.read_mig_minors(config.proc_root) if (
             not hot or mig_management or any(g.mig_enabled for g in info.gpus)) else {},
     )

@@ -10,6 +10,7 @@ import stat
 
 from nvhook.config import Config
 from nvhook.errors import NvhookError
+from nvhook.hostlayout import MAX_SYMLINKS
 from nvhook.inventory import ldcache
 from nvhook.inventory.elf import ElfFacts, elf_class, elf_facts
 from nvhook.model import HostDeviceNode, HostFile, Library
@@ -45,7 +46,6 @@ _ARCH_MACHINE = {
     ldcache.ARCH_X86_64: "x86_64", ldcache.ARCH_I386: "i386",
     ldcache.ARCH_AARCH64: "aarch64", ldcache.ARCH_PPC64LE: "ppc64",
 }
-_MAX_LINKS = 40            # the kernel's own limit on symlinks in one resolution
 _CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
 # Node (or node directory) → the /proc/devices name its major must match.
 _NODE_MAJOR = {
@@ -82,7 +82,7 @@ def resolve_in_root(root: str, path: str) -> str | None:
         real_dir = _DIRS[key]
         if real_dir is None:
             return None
-        for _ in range(_MAX_LINKS):
+        for _ in range(MAX_SYMLINKS):
             candidate = f"{real_dir}/{name}" if real_dir != "/" else f"/{name}"
             try:
                 st = os.lstat(candidate)
@@ -123,7 +123,7 @@ def _walk_in_root(root: str, path: str) -> str | None:
             return None
         if stat.S_ISLNK(st.st_mode):
             links += 1
-            if links > _MAX_LINKS:
+            if links > MAX_SYMLINKS:
                 return None
             try:
                 target = os.readlink(candidate)
@@ -221,7 +221,7 @@ class _DirScan:
         if key not in self._real:
             path = key
             real: str | None = None
-            for _ in range(_MAX_LINKS):
+            for _ in range(MAX_SYMLINKS):
                 try:
                     st = os.lstat(path)
                 except OSError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 
+from nvhook.hostlayout import proc_driver_dir
 from nvhook.model import Gpu, MigDevice
 
 TYPE_CHECKING = False
@@ -31,7 +32,7 @@ def cache_key(proc_root: str, library: str) -> str | None:
     """A digest of the kernel's GPU state and the NVML library; None when unreadable."""
     from zlib import crc32
 
-    base = os.path.join(proc_root, "driver", "nvidia")
+    base = proc_driver_dir(proc_root)
     parts: list[bytes] = []
     try:
         st = os.stat(library)

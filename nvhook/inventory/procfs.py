@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from nvhook.errors import NvhookError
+from nvhook.hostlayout import proc_driver_dir
 
 # /proc/devices names of the 195 family: newer drivers call it nvidia-frontend, older nvidia.
 NVIDIA_FAMILY = ("nvidia-frontend", "nvidia")
@@ -78,7 +79,7 @@ def parse_version(text: str) -> str | None:
 
 def read_driver_version(proc_root: str) -> str | None:
     """parse_version of ``<proc_root>/driver/nvidia/version``; None when absent."""
-    text = _read(os.path.join(proc_root, "driver", "nvidia", "version"))
+    text = _read(os.path.join(proc_driver_dir(proc_root), "version"))
     return parse_version(text) if text is not None else None
 
 

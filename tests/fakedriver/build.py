@@ -24,6 +24,8 @@ from functools import partial
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from nvhook.hostlayout import multiarch_lib_dirs
+
 SRC = Path(__file__).resolve().parent
 CONTROL_NAME = "fake_nvml.control"
 STALE_VERSION = "470.57.02"          # a driver left behind by an upgrade: decoys carry it
@@ -610,7 +612,8 @@ def find_ldconfig() -> str:
 def build_fake_driver(dest: Path, *, gpus: int = 2, mig_gpus: tuple[int, ...] = (),
                       driver_version: str = "580.159.04", cuda_version: str = "13.0",
                       compat32: bool = True, layout: Layout = "debian",
-                      migs_per_gpu: int = 2, open_kernel_module: bool = True) -> FakeDriver:
+                      migs_per_gpu: int = 2, open_kernel_module: bool = True,
+                      machine: str = "x86_64") -> FakeDriver:
     """Build a complete fake driver host under ``dest`` (created; must not hold one yet).
 
     ``layout="debian"``: ``dest/root`` is a root filesystem (usr/lib/x86_64-linux-gnu,
@@ -618,6 +621,9 @@ def build_fake_driver(dest: Path, *, gpus: int = 2, mig_gpus: tuple[int, ...] = 
     dev/, proc/, var/run sockets, tmp/nvidia-mps). ``layout="driver-root"``: ``dest/nvidia``
     is a GKE-style driver root (bin/, lib64/ + lib -> lib64, lib32/, firmware/, no
     ld.so.cache) and ``dest/host`` holds dev/, proc/ and the IPC paths.
+    ``machine`` names the Debian layout's multiarch dirs (e.g. "aarch64":
+    usr/lib/aarch64-linux-gnu, and usr/lib32 for 32-bit files); the files themselves are
+    built for this host, which has no cross compiler.
     """
     if layout not in ("debian", "driver-root"):
         raise ValueError(f"unknown layout {layout!r}")
@@ -661,8 +667,9 @@ def build_fake_driver(dest: Path, *, gpus: int = 2, mig_gpus: tuple[int, ...] = 
     # The tree.
     if layout == "debian":
         root = dest / "root"
-        lib_dir = root / "usr/lib/x86_64-linux-gnu"
-        lib32_dir = root / "usr/lib/i386-linux-gnu" if compat32 else None
+        lib64_name, lib32_name = multiarch_lib_dirs(machine)
+        lib_dir = root / lib64_name.lstrip("/")
+        lib32_dir = root / lib32_name.lstrip("/") if compat32 else None
         bin_dir = root / "usr/bin"
         firmware_dir = root / "lib/firmware/nvidia" / driver_version
         host = root
@@ -694,13 +701,13 @@ def build_fake_driver(dest: Path, *, gpus: int = 2, mig_gpus: tuple[int, ...] = 
         (etc / "ld.so.conf").write_text("include /etc/ld.so.conf.d/*.conf\n\n")
         (etc / "ld.so.conf.d/libc.conf").write_text(
             "# libc default configuration\n/usr/local/lib\n")
-        (etc / "ld.so.conf.d/x86_64-linux-gnu.conf").write_text(
-            "# Multiarch support\n/usr/local/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu\n"
-            "/usr/lib/x86_64-linux-gnu\n")
-        if compat32:
-            (etc / "ld.so.conf.d/i386-linux-gnu.conf").write_text(
-                "# Multiarch support\n/usr/local/lib/i386-linux-gnu\n/lib/i386-linux-gnu\n"
-                "/usr/lib/i386-linux-gnu\n")
+        for dir_name in (lib64_name, lib32_name if compat32 else None):
+            if dir_name is None:
+                continue
+            name = os.path.basename(dir_name)     # a triplet, or lib32 off x86_64
+            conf = (f"/usr/local/lib/{name}\n/lib/{name}\n/usr/lib/{name}\n"
+                    if name.endswith("-gnu") else f"{dir_name}\n")
+            (etc / f"ld.so.conf.d/{name}.conf").write_text("# Multiarch support\n" + conf)
         (root / "var/cache/ldconfig").mkdir(parents=True)
     else:
         (root / "lib").symlink_to("lib64")      # as on the H200 machine's /usr/local/nvidia

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from nvhook.config import Config, config_path, load_config
+from nvhook.config import Config, default_library_dirs, load_config
+from nvhook.gate import config_file
 from nvhook.errors import NvhookError
 
 
@@ -58,8 +59,8 @@ def test_missing_explicit_file(tmp_path: Path) -> None:
 
 
 def test_config_path_precedence() -> None:
-    assert config_path("/a", {"NVHOOK_CONFIG": "/b"}) == "/a"
-    assert config_path(None, {"NVHOOK_CONFIG": "/b"}) == "/b"
+    assert config_file("/a", {"NVHOOK_CONFIG": "/b"}) == "/a"
+    assert config_file(None, {"NVHOOK_CONFIG": "/b"}) == "/b"
 
 
 def test_cache_gives_the_same_config_and_follows_edits(tmp_path: Path) -> None:
@@ -95,3 +96,32 @@ def test_bad_file_is_not_cached(tmp_path: Path) -> None:
     with pytest.raises(NvhookError):
         load_config(str(p), cache_dir=str(cache))
     assert not cache.exists() or not list(cache.iterdir())
+
+
+def test_machine_names_the_default_library_dirs(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('[host]\nmachine = "aarch64"\n')
+    c = load_config(str(p), cache_dir=None)
+    assert c.multiarch_machine == "aarch64"
+    assert "usr/lib/aarch64-linux-gnu" in c.library_dirs
+    assert not any("x86_64" in d or "i386" in d for d in (*c.library_dirs, *c.library32_dirs))
+    assert default_library_dirs("x86_64")[1][0] == "usr/lib/i386-linux-gnu"
+    p.write_text('[host]\nmachine = "aarch64"\nlibrary-dirs = ["lib64"]\n')
+    assert load_config(str(p), cache_dir=None).library_dirs == ("lib64",)
+
+
+def test_supported_capabilities_all_and_duplicates(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('supported-driver-capabilities = "all"\n')
+    assert set(load_config(str(p), cache_dir=None).supported_capabilities) == {
+        "compat32", "compute", "display", "graphics", "ngx", "utility", "video"}
+    p.write_text('supported-driver-capabilities = ["compute", " utility", "compute"]\n')
+    assert load_config(str(p), cache_dir=None).supported_capabilities == ("compute", "utility")
+
+
+def test_hook_config_args_name_only_a_file_other_than_the_default(tmp_path: Path) -> None:
+    from nvhook.gate import DEFAULT_CONFIG_PATH
+    from nvhook.hostlayout import hook_config_args
+
+    assert hook_config_args(None) == [] and hook_config_args(DEFAULT_CONFIG_PATH) == []
+    assert hook_config_args(str(tmp_path / "c.toml")) == ["--config", str(tmp_path / "c.toml")]

@@ -98,13 +98,13 @@ def _hook_twice_code(config_path: str, cache_dir: str, bundle: Path) -> str:
     # decides; tests/e2e runs the same path under runc for real.
     return f"""
 import json, sys
-from nvhook import apply, cli, record
+from nvhook import apply, hook, record
 from nvhook.config import load_config
 bodies = []
 apply.apply_body = lambda body, container, config: bodies.append(body)
 config = record.replace(load_config({config_path!r}, cache_dir=None), cache_dir={cache_dir!r})
 state = json.dumps({{"id": "x", "pid": 4242, "bundle": {str(bundle)!r}}})
-cli.hook_prestart(config, state)
+hook.prestart(config, state)
 print(json.dumps(bodies))
 print(json.dumps(sorted(m for m in sys.modules if m.startswith("nvhook"))))
 """
@@ -130,4 +130,4 @@ def test_hit_skips_discovery_and_gives_the_same_body(host, tmp_path: Path) -> No
     assert first == second and "device\t/dev/nvidia0\t" in first[0]
     assert "nvhook.inventory" in cold_modules and "nvhook.plan" in cold_modules
     assert not [m for m in hot_modules if m.startswith("nvhook.inventory") or
-                m in ("nvhook.plan", "nvhook.select", "nvhook.require", "nvhook.decide")]
+                m in ("nvhook.plan", "nvhook.devselect", "nvhook.require")]

@@ -4,11 +4,12 @@ from __future__ import annotations
 import pytest
 
 from nvhook.errors import NvhookError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from nvhook.model import DeviceList
+from nvhook.devselect import Selection, check_mig_management, normalize_bus_id, select_devices
 from nvhook.model import DEFAULT_CAPABILITIES, Gpu, MigDevice, Request
-from nvhook.select import Selection, check_mig_management, normalize_bus_id, select_devices
 
 U0 = "GPU-11111111-2222-3333-4444-555555555555"
 U1 = "GPU-abcdef00-1111-2222-3333-444444444444"
@@ -55,7 +56,7 @@ HOST = (GPU0, GPU1, GPU2)
     (("2", "1:1", "0"), HOST, (M11,)),
     (("1", "1:0", M10.uuid), (GPU1,), (M10,)),
 ])
-def test_select(devices: "DeviceList", gpus: tuple[Gpu, ...], migs: tuple[MigDevice, ...]) -> None:
+def test_select(devices: DeviceList, gpus: tuple[Gpu, ...], migs: tuple[MigDevice, ...]) -> None:
     assert select_devices(devices, HOST) == Selection(gpus, migs)
 
 
@@ -94,7 +95,7 @@ def test_normalize_bus_id(text: str, expected: str | None) -> None:
     assert normalize_bus_id(text) == expected
 
 
-def request(devices: "DeviceList", *, config: bool = False, monitor: bool = False) -> Request:
+def request(devices: DeviceList, *, config: bool = False, monitor: bool = False) -> Request:
     return Request(devices=devices, capabilities=DEFAULT_CAPABILITIES, mig_config=config,
                    mig_monitor=monitor)
 
@@ -115,3 +116,15 @@ def test_check_mig_management(req: Request, error: str | None) -> None:
             check_mig_management(req, selection)
         assert error in str(caught.value)
         assert "MIG-" in caught.value.cause
+
+
+def test_no_nvhook_module_shadows_the_standard_library() -> None:
+    """nvhook/select.py once shadowed `select` (which apply.py and cdirefresh.py import)."""
+    import sys
+    from pathlib import Path
+
+    import nvhook
+    package = Path(nvhook.__file__).parent
+    names = {p.stem for p in package.rglob("*.py")} | {
+        p.name for p in package.rglob("*") if p.is_dir() and (p / "__init__.py").exists()}
+    assert sorted(names & set(sys.stdlib_module_names)) == []
