@@ -5,7 +5,6 @@
 #include <sched.h>
 #include <linux/capability.h>
 #include <linux/magic.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +14,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "helper.h"
+#include "caps.h"
+#include "cgroup.h"
+#include "error.h"
+#include "inject.h"
+#include "ldconfig.h"
+#include "plan.h"
 
 #define INPUT_MAX (4 << 20)
 #define LDCONFIG_TIMEOUT_MS 10000
@@ -29,35 +33,6 @@ static const unsigned long long HELPER_CAPS =
 	(1ULL << CAP_FOWNER) | (1ULL << CAP_SETPCAP) | (1ULL << CAP_SYS_ADMIN) |
 	(1ULL << CAP_SYS_CHROOT) | (1ULL << CAP_SYS_PTRACE) | (1ULL << CAP_NET_ADMIN) |
 	(1ULL << CAP_BPF) | (1ULL << CAP_SYS_RESOURCE);
-
-/* ------------------------------------------------------------------ errors */
-static char error_line[2048];
-
-void set_error(const char *step, const char *path, const char *fmt, ...)
-{
-	if (error_line[0] != '\0')
-		return;
-	char reason[1536];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(reason, sizeof(reason), fmt, ap);
-	va_end(ap);
-	snprintf(error_line, sizeof(error_line), "%s %s: %s", step, path, reason);
-	/* One line, whatever the paths contain. */
-	for (char *p = error_line; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = '?';
-}
-
-int has_error(void)
-{
-	return error_line[0] != '\0';
-}
-
-const char *error_text(void)
-{
-	return error_line;
-}
 
 /* ------------------------------------------------------------------ timing (-v) */
 static int verbose;
@@ -277,13 +252,8 @@ int main(int argc, char **argv)
 	}
 	/* The cgroup is found through the host's /proc/<pid>; do it while we still see the host. */
 	if (p.nrules > 0) {
-		char err[1024] = "";
-		if (cgroup_allow(p.pid, p.rules, p.nrules, &cg, err, sizeof(err)) != 0) {
-			/* cgroup.c already wrote "<step> <path>: <reason>": keep it verbatim. */
-			snprintf(error_line, sizeof(error_line), "%s",
-				 err[0] ? err : "cgroup ?: failed without a reason");
+		if (cgroup_allow(p.pid, p.rules, p.nrules, &cg) != 0)
 			goto out;
-		}
 		timing("cgroup", p.nrules, &t0);
 	}
 	if (enter(nsfd, p.rootfs, &c, p.pid) != 0)
@@ -306,9 +276,6 @@ out:
 		close(ldfd);
 	free(input);
 	if (status != 0) {
-		for (char *q = error_line; *q; q++)
-			if ((unsigned char)*q < 0x20 || *q == 0x7f)
-				*q = '?';
 		fprintf(stderr, "%s\n", has_error() ? error_text() : "helper: failed without a reason");
 	} else if (verbose) {
 		fprintf(stderr, "nvhook-helper: %-8s %4s %9.3f ms\n", "total", "", ms_since(&start));

@@ -16,7 +16,8 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "helper.h"
+#include "error.h"
+#include "inject.h"
 
 #define PROC_FILE_MAX (1 << 20)
 #define PROCMASK_TMPFS_OPTS "mode=0555,size=1m,nr_inodes=4096"

@@ -1,4 +1,4 @@
-/* The host's ldconfig run against the container root in a sandbox (upstream.md §3.8). */
+/* The host's ldconfig run against the container root in a sandbox (docs/design.md, "ldconfig"). */
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -18,7 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "helper.h"
+#include "caps.h"
+#include "error.h"
+#include "inject.h"
+#include "ldconfig.h"
 
 #define OUTPUT_MAX 8192
 
@@ -103,7 +106,7 @@ static void keep_tail(char *buf, size_t *len, const char *chunk, size_t n)
 	*len += n;
 }
 
-/* The last non-empty line of the output, control characters flattened. */
+/* The last non-empty line of the output (set_error makes control characters printable). */
 static void last_line(const char *buf, size_t len, char *out, size_t outlen)
 {
 	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
@@ -112,8 +115,7 @@ static void last_line(const char *buf, size_t len, char *out, size_t outlen)
 	while (start > 0 && buf[start - 1] != '\n')
 		start--;
 	size_t n = len - start < outlen - 1 ? len - start : outlen - 1;
-	for (size_t i = 0; i < n; i++)
-		out[i] = (unsigned char)buf[start + i] < 0x20 ? ' ' : buf[start + i];
+	memcpy(out, buf + start, n);
 	out[n] = '\0';
 }
 
