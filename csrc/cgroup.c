@@ -3,6 +3,7 @@
 #include "cgroup.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,10 +12,11 @@
 #include "cgroup_int.h"
 #include "error.h"
 
-int cgroup_allow(pid_t pid, const struct cg_rule *rules, size_t n, struct cg_undo **undo)
+int cgroup_allow(int procfd, pid_t pid, const struct cg_rule *rules, size_t n,
+		 struct cg_undo **undo)
 {
 	struct cg_undo *u;
-	int rc;
+	int rc, own_fd = -1;
 
 	*undo = NULL;
 	if (cg_check_rules(rules, n) < 0)
@@ -29,12 +31,26 @@ int cgroup_allow(pid_t pid, const struct cg_rule *rules, size_t n, struct cg_und
 			  "not a host pid (pass the container's pid as seen from the host)");
 		return -1;
 	}
+	if (procfd < 0) {
+		char p[32];
+
+		snprintf(p, sizeof(p), "/proc/%d", (int)pid);
+		procfd = own_fd = open(p, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (procfd < 0) {
+			set_error("cgroup-find", p, "%s", strerror(errno));
+			return -1;
+		}
+	}
 	u = calloc(1, sizeof(*u));
 	if (u == NULL) {
 		set_error("cgroup-allow", "-", "%s", strerror(ENOMEM));
+		if (own_fd >= 0)
+			close(own_fd);
 		return -1;
 	}
-	u->dir_fd = cg_find(pid, &u->version, u->path, sizeof(u->path));
+	u->dir_fd = cg_find(procfd, pid, &u->version, u->path, sizeof(u->path));
+	if (own_fd >= 0)
+		close(own_fd);
 	if (u->dir_fd < 0) {
 		free(u);
 		return -1;

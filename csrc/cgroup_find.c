@@ -112,14 +112,14 @@ static void mounts_free(struct cg_mounts *m)
 }
 
 /* Keep only the mounts that can hold a device cgroup: v1 with `devices`, and cgroup2. */
-static int read_mounts(const char *file, struct cg_mounts *out)
+static int read_mounts(int dir_fd, const char *file, struct cg_mounts *out)
 {
 	char *line, *next, *f[64];
 	struct cg_mount *grown;
 	size_t cap = 0;
 
 	memset(out, 0, sizeof(*out));
-	out->text = cg_read_all_at(AT_FDCWD, file, NULL);
+	out->text = cg_read_all_at(dir_fd, file, NULL);
 	if (out->text == NULL)
 		return -1;
 	for (line = out->text; line != NULL && *line != '\0'; line = next) {
@@ -267,11 +267,11 @@ static int open_candidate(const struct cg_mount *m, const char *cgpath, pid_t pi
 }
 
 /*
- * Find and open the device cgroup of `pid`. The version is the container's view (its
+ * Find and open the device cgroup of `pid` (whose /proc directory is procfd). The version is the container's view (its
  * mountinfo); the directory is reached through our own mounts of that hierarchy first (their
  * paths are valid here by construction), then through the container's.
  */
-int cg_find(pid_t pid, int *version, char *path, size_t pathlen)
+int cg_find(int procfd, pid_t pid, int *version, char *path, size_t pathlen)
 {
 	char file[64], cgpath[PATH_MAX];
 	struct cg_mounts theirs, ours;
@@ -280,12 +280,12 @@ int cg_find(pid_t pid, int *version, char *path, size_t pathlen)
 	int fd = -1;
 
 	snprintf(file, sizeof(file), "/proc/%d/mountinfo", (int)pid);
-	if (read_mounts(file, &theirs) < 0) {
+	if (read_mounts(procfd, "mountinfo", &theirs) < 0) {
 		set_error("cgroup-find", file, "%s", strerror(errno));
 		return -1;
 	}
 	snprintf(file, sizeof(file), "/proc/%d/cgroup", (int)pid);
-	cgtext = cg_read_all_at(AT_FDCWD, file, NULL);
+	cgtext = cg_read_all_at(procfd, "cgroup", NULL);
 	if (cgtext == NULL) {
 		set_error("cgroup-find", file, "%s", strerror(errno));
 		mounts_free(&theirs);
@@ -307,7 +307,7 @@ int cg_find(pid_t pid, int *version, char *path, size_t pathlen)
 		return -1;
 	}
 	*version = hier->version;
-	if (read_mounts("/proc/self/mountinfo", &ours) < 0)
+	if (read_mounts(AT_FDCWD, "/proc/self/mountinfo", &ours) < 0)
 		memset(&ours, 0, sizeof(ours));
 	for (size_t i = 0; i < ours.n && fd < 0; i++)
 		if (ours.v[i].version == hier->version && ours.v[i].dev_major == hier->dev_major &&

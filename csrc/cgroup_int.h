@@ -32,7 +32,7 @@ struct cg_undo {
 /* cgroup_find.c: a whole (proc or cgroup) file, NUL-terminated; NULL with errno on failure. */
 char *cg_read_all_at(int dir_fd, const char *name, size_t *len_out);
 /* cgroup_find.c: open the device cgroup directory of `pid` (v1 devices, else cgroup2). */
-int cg_find(pid_t pid, int *version, char *path, size_t pathlen);
+int cg_find(int procfd, pid_t pid, int *version, char *path, size_t pathlen);
 
 /* cgroup_v1.c: devices.allow, and devices.deny lines that take back exactly what was added. */
 int cg_v1_allow(struct cg_undo *u, const struct cg_rule *rules, size_t n);

@@ -20,7 +20,8 @@ struct undo_entry {
 };
 
 struct ctx {
-	int rootfd; /* O_PATH fd of the container's root, opened inside its mount namespace */
+	int rootfd;         /* O_PATH fd of the container's root, opened inside its mount namespace */
+	const char *rootfs; /* its path there (the input's rootfs) */
 	int have_owner;
 	uid_t uid;
 	gid_t gid;

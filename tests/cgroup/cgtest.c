@@ -93,7 +93,7 @@ static int allow(pid_t pid, char **args, int nargs)
 			printf("bad rule %s\n", args[i]);
 			return 2;
 		}
-	if (cgroup_allow(pid, rules, (size_t)nargs, &undo) < 0)
+	if (cgroup_allow(-1, pid, rules, (size_t)nargs, &undo) < 0)
 		printf("err %s\n", error_text());
 	else
 		printf("ok%s\n", undo == NULL ? " nothing-changed" : "");
