@@ -5,7 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "helper.h"
+#include "caps.h"
 
 int limit_capabilities(unsigned long long keep, const char **failed)
 {

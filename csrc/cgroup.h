@@ -22,7 +22,9 @@ struct cg_rule {
 struct cg_undo;
 
 /*
- * Give the device cgroup of host pid `pid` access to `rules`.
+ * Give the device cgroup of host pid `pid` access to `rules`. procfd is its /proc/<pid>
+ * directory, opened once by the caller so that the number is not resolved again (-1: opened
+ * here).
  *
  * The cgroup is found from /proc/<pid>/mountinfo and /proc/<pid>/cgroup: a cgroup v1 `devices`
  * hierarchy wins over cgroup2 (hybrid hosts). The directory is reached through the caller's own
@@ -34,11 +36,12 @@ struct cg_undo;
  * no device filtering of its own, so nothing is changed there.
  *
  * Returns 0 on success; *undo then holds what was changed (it may be NULL when nothing was).
- * Returns -1 on failure with one line "<step> <path>: <reason>" in err; everything this call
- * changed has been put back and *undo is NULL.
+ * Returns -1 on failure, the reason recorded with set_error (error.h; steps cgroup-rule,
+ * cgroup-find, cgroup-allow, cgroup-bpf); everything this call changed has been put back and
+ * *undo is NULL.
  */
-int cgroup_allow(pid_t pid, const struct cg_rule *rules, size_t n, struct cg_undo **undo,
-		 char *err, size_t errlen);
+int cgroup_allow(int procfd, pid_t pid, const struct cg_rule *rules, size_t n,
+		 struct cg_undo **undo);
 
 /*
  * Best-effort restore of what cgroup_allow changed; keeps going past failures. It works through

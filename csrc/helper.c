@@ -5,20 +5,26 @@
 #include <sched.h>
 #include <linux/capability.h>
 #include <linux/magic.h>
-#include <stdarg.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "helper.h"
+#include "caps.h"
+#include "cgroup.h"
+#include "error.h"
+#include "inject.h"
+#include "ldconfig.h"
+#include "plan.h"
 
 #define INPUT_MAX (4 << 20)
-#define LDCONFIG_TIMEOUT_MS 10000
+#define LDCONFIG_TIMEOUT_MS 2000
 
 /* What the helper may ever need: setns and mounts (SYS_ADMIN, SYS_CHROOT), /proc/<pid>/ns of a
  * non-dumpable runc init (SYS_PTRACE), files of any owner (DAC_*, FOWNER, CHOWN), dropping the
@@ -29,35 +35,6 @@ static const unsigned long long HELPER_CAPS =
 	(1ULL << CAP_FOWNER) | (1ULL << CAP_SETPCAP) | (1ULL << CAP_SYS_ADMIN) |
 	(1ULL << CAP_SYS_CHROOT) | (1ULL << CAP_SYS_PTRACE) | (1ULL << CAP_NET_ADMIN) |
 	(1ULL << CAP_BPF) | (1ULL << CAP_SYS_RESOURCE);
-
-/* ------------------------------------------------------------------ errors */
-static char error_line[2048];
-
-void set_error(const char *step, const char *path, const char *fmt, ...)
-{
-	if (error_line[0] != '\0')
-		return;
-	char reason[1536];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(reason, sizeof(reason), fmt, ap);
-	va_end(ap);
-	snprintf(error_line, sizeof(error_line), "%s %s: %s", step, path, reason);
-	/* One line, whatever the paths contain. */
-	for (char *p = error_line; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = '?';
-}
-
-int has_error(void)
-{
-	return error_line[0] != '\0';
-}
-
-const char *error_text(void)
-{
-	return error_line;
-}
 
 /* ------------------------------------------------------------------ timing (-v) */
 static int verbose;
@@ -145,50 +122,115 @@ static int harden(void)
 	return 0;
 }
 
-/* Open the container init's mount namespace; refuse what would make us mount on the host. */
-static int open_mount_ns(pid_t pid)
+/*
+ * The container's init, resolved by number exactly once: a pidfd (Linux >= 5.8) and the
+ * /proc/<pid> directory. Every later look at the process goes through these, which stay bound
+ * to it even if its number were reused. The directory was opened while the pidfd's process
+ * still held the number (checked after the open), so both name the same process.
+ */
+struct target {
+	pid_t pid;
+	int pidfd;  /* -1 where pidfd_open is missing (Linux < 5.3) */
+	int procfd; /* /proc/<pid> */
+	int nsfd;   /* its mount namespace, when setns cannot take the pidfd */
+	char nspath[64];
+};
+
+static int pidfd_alive(int pidfd)
 {
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)pid);
+	struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+	/* A pidfd polls readable once its process has exited. */
+	return poll(&pfd, 1, 0) == 0;
+}
+
+static long long start_time(int procfd)
+{
+	char buf[1024];
+	int fd = openat(procfd, "stat", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	/* "pid (comm) state ppid ..." — comm may hold anything, so count from the last ')'. */
+	char *p = strrchr(buf, ')');
+	for (int field = 2; p != NULL && field < 22; field++)
+		p = strchr(p + 1, ' ');
+	return p != NULL ? strtoll(p + 1, NULL, 10) : -1;
+}
+
+static int open_target(pid_t pid, struct target *t)
+{
+	char path[32];
+	snprintf(t->nspath, sizeof(t->nspath), "/proc/%d/ns/mnt", (int)pid);
 	if (pid <= 1) {
-		set_error("setns", path,
+		set_error("setns", t->nspath,
 			  "pid %d is namespace-relative (createContainer hooks get 0 or 1); run nvhook "
 			  "as a prestart or createRuntime hook, which get the host pid", (int)pid);
 		return -1;
 	}
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		set_error("setns", path, "%s", errno == ENOENT ? "no such process" : strerror(errno));
+	t->pid = pid;
+	t->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (t->pidfd < 0 && errno != ENOSYS) {
+		set_error("setns", t->nspath, "%s",
+			  errno == ESRCH ? "no such process" : strerror(errno));
+		return -1;
+	}
+	snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+	long long before = -1;
+	t->procfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (t->procfd >= 0 && t->pidfd < 0)
+		before = start_time(t->procfd);
+	if (t->procfd < 0 ||
+	    (t->pidfd >= 0 ? !pidfd_alive(t->pidfd)
+			   : before < 0 || start_time(t->procfd) != before)) {
+		set_error("setns", t->nspath, "no such process (it exited meanwhile)");
+		return -1;
+	}
+	/* Our own namespace would make every mount land on the host. */
+	t->nsfd = openat(t->procfd, "ns/mnt", O_RDONLY | O_CLOEXEC);
+	if (t->nsfd < 0) {
+		set_error("setns", t->nspath, "%s", strerror(errno));
 		return -1;
 	}
 	struct stat theirs, ours;
-	if (fstat(fd, &theirs) != 0 || stat("/proc/self/ns/mnt", &ours) != 0) {
-		set_error("setns", path, "stat: %s", strerror(errno));
-		close(fd);
+	if (fstat(t->nsfd, &theirs) != 0 || stat("/proc/self/ns/mnt", &ours) != 0) {
+		set_error("setns", t->nspath, "stat: %s", strerror(errno));
 		return -1;
 	}
 	if (theirs.st_dev == ours.st_dev && theirs.st_ino == ours.st_ino) {
-		set_error("setns", path,
+		set_error("setns", t->nspath,
 			  "process %d shares the host's mount namespace: it is not a container init "
 			  "(or the runtime gave no mount namespace)", (int)pid);
-		close(fd);
 		return -1;
 	}
-	return fd;
+	return 0;
 }
 
-static int enter(int nsfd, const char *path, struct ctx *c, pid_t pid)
+static void close_target(struct target *t)
 {
-	char nspath[64];
-	snprintf(nspath, sizeof(nspath), "/proc/%d/ns/mnt", (int)pid);
-	if (setns(nsfd, CLONE_NEWNS) != 0) {
-		set_error("setns", nspath, "%s", strerror(errno));
+	if (t->pidfd >= 0)
+		close(t->pidfd);
+	if (t->procfd >= 0)
+		close(t->procfd);
+	if (t->nsfd >= 0)
+		close(t->nsfd);
+}
+
+static int enter(struct target *t, const char *path, struct ctx *c)
+{
+	/* Through the pidfd where the kernel takes one (5.8), else the namespace file of the
+	 * same process; either way the process is the one checked in open_target. */
+	if ((t->pidfd < 0 || setns(t->pidfd, CLONE_NEWNS) != 0) && setns(t->nsfd, CLONE_NEWNS) != 0) {
+		set_error("setns", t->nspath, "%s", strerror(errno));
 		return -1;
 	}
 	/* Every mount goes through /proc/self/fd: make sure that is a real procfs. */
 	struct statfs sf;
 	if (statfs("/proc/self/fd", &sf) != 0 || sf.f_type != PROC_SUPER_MAGIC) {
-		set_error("setns", nspath, "the container's mount namespace has no procfs at /proc");
+		set_error("setns", t->nspath, "the container's mount namespace has no procfs at /proc");
 		return -1;
 	}
 	c->rootfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -197,6 +239,7 @@ static int enter(int nsfd, const char *path, struct ctx *c, pid_t pid)
 			  strerror(errno));
 		return -1;
 	}
+	c->rootfs = path;
 	return 0;
 }
 
@@ -238,7 +281,8 @@ int main(int argc, char **argv)
 	struct ctx c = {.rootfd = -1};
 	struct plan p;
 	struct cg_undo *cg = NULL;
-	int timeout_ms = LDCONFIG_TIMEOUT_MS, nsfd = -1, ldfd = -1, status = 1;
+	struct target t = {.pidfd = -1, .procfd = -1, .nsfd = -1};
+	int timeout_ms = LDCONFIG_TIMEOUT_MS, ldfd = -1, status = 1;
 	size_t len = 0;
 	char *input = NULL;
 	struct timespec t0, start;
@@ -261,7 +305,7 @@ int main(int argc, char **argv)
 	c.uid = p.uid;
 	c.gid = p.gid;
 	/* Host-side opens come before setns: these paths mean the host's files. */
-	if ((nsfd = open_mount_ns(p.pid)) < 0)
+	if (open_target(p.pid, &t) != 0)
 		goto out;
 	if (p.ldconfig != NULL) {
 		/* O_RDONLY, not O_PATH: execveat needs a readable fd. */
@@ -277,16 +321,11 @@ int main(int argc, char **argv)
 	}
 	/* The cgroup is found through the host's /proc/<pid>; do it while we still see the host. */
 	if (p.nrules > 0) {
-		char err[1024] = "";
-		if (cgroup_allow(p.pid, p.rules, p.nrules, &cg, err, sizeof(err)) != 0) {
-			/* cgroup.c already wrote "<step> <path>: <reason>": keep it verbatim. */
-			snprintf(error_line, sizeof(error_line), "%s",
-				 err[0] ? err : "cgroup ?: failed without a reason");
+		if (cgroup_allow(t.procfd, p.pid, p.rules, p.nrules, &cg) != 0)
 			goto out;
-		}
 		timing("cgroup", p.nrules, &t0);
 	}
-	if (enter(nsfd, p.rootfs, &c, p.pid) != 0)
+	if (enter(&t, p.rootfs, &c) != 0)
 		goto undo;
 	timing("setns", 1, &t0);
 	if (inject(&c, &p, ldfd, timeout_ms) != 0)
@@ -300,15 +339,11 @@ undo:
 out:
 	cgroup_undo_free(cg);
 	ctx_release(&c);
-	if (nsfd >= 0)
-		close(nsfd);
+	close_target(&t);
 	if (ldfd >= 0)
 		close(ldfd);
 	free(input);
 	if (status != 0) {
-		for (char *q = error_line; *q; q++)
-			if ((unsigned char)*q < 0x20 || *q == 0x7f)
-				*q = '?';
 		fprintf(stderr, "%s\n", has_error() ? error_text() : "helper: failed without a reason");
 	} else if (verbose) {
 		fprintf(stderr, "nvhook-helper: %-8s %4s %9.3f ms\n", "total", "", ms_since(&start));

@@ -16,7 +16,9 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "helper.h"
+#include "error.h"
+#include "inject.h"
+#include "mounts.h"
 
 #define PROC_FILE_MAX (1 << 20)
 #define PROCMASK_TMPFS_OPTS "mode=0555,size=1m,nr_inodes=4096"
@@ -253,6 +255,11 @@ static int ensure_dir_at(struct ctx *c, const char *step, const char *what, cons
 
 		int fd = in_root_open(c->rootfd, prefix, O_PATH | O_DIRECTORY);
 		if (fd < 0 && errno == ENOENT) {
+			char parent[4096];
+			snprintf(parent, sizeof(parent), "%.*s", plen - len > 1 ? (int)(plen - len - 1) : 1,
+				 prefix);
+			if (check_write_dir(c, step, what, cur, parent) != 0)
+				goto fail;
 			if (mkdirat(cur, name, 0755) == 0) {
 				if (note_created(c, step, what, cur, name, 1) != 0)
 					goto fail;
@@ -290,6 +297,10 @@ static int create_target(struct ctx *c, const char *step, const char *what, cons
 	int parent = ensure_dir_at(c, step, what, dir, depth);
 	if (parent < 0)
 		return -1;
+	if (check_write_dir(c, step, what, parent, dir) != 0) {
+		close(parent);
+		return -1;
+	}
 	int rc;
 	if (want_dir) {
 		rc = mkdirat(parent, base, mode);
@@ -403,6 +414,10 @@ static int bind_into(struct ctx *c, const char *step, const char *path, int srcf
 	int tfd = prepare_target(c, step, path, S_ISDIR(src->st_mode), mode);
 	if (tfd < 0)
 		return -1;
+	if (check_not_shared(step, path, tfd) != 0) {
+		close(tfd);
+		return -1;
+	}
 	int rc = mount(fd_path(srcfd, 0), fd_path(tfd, 1), NULL, MS_BIND | (recursive ? MS_REC : 0),
 		       NULL);
 	close(tfd);
@@ -502,6 +517,8 @@ int inject_symlink(struct ctx *c, const struct symlink_rec *s)
 			set_error("symlink", s->link, "stat: %s", strerror(errno));
 			goto out;
 		}
+		if (check_write_dir(c, "symlink", s->link, parent, dir) != 0)
+			goto out;
 		if (symlinkat(s->target, parent, base) != 0) {
 			set_error("symlink", s->link, "cannot create: %s", strerror(errno));
 			goto out;
@@ -525,6 +542,8 @@ int inject_symlink(struct ctx *c, const struct symlink_rec *s)
 		}
 	}
 	/* Replace a wrong file or link atomically; the old one waits aside until commit or undo. */
+	if (check_write_dir(c, "symlink", s->link, parent, dir) != 0)
+		goto out;
 	char aside[64];
 	snprintf(aside, sizeof(aside), ".nvhook-%d-%u", (int)getpid(), c->aside_counter++);
 	if (symlinkat(s->target, parent, aside) != 0) {
@@ -584,6 +603,8 @@ static int dir_is_empty(int fd)
 
 static int mount_tmpfs(struct ctx *c, const char *path, int onfd, const char *opts)
 {
+	if (check_not_shared("procmask", path, onfd) != 0)
+		return -1;
 	if (mount("tmpfs", fd_path(onfd, 0), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts) != 0) {
 		set_error("procmask", path, "mount tmpfs: %s", strerror(errno));
 		return -1;
@@ -634,6 +655,10 @@ static int procmask_target(struct ctx *c, const char *path)
 	int parent = ensure_dir(c, "procmask", path, dir);
 	if (parent < 0)
 		return -1;
+	if (check_write_dir(c, "procmask", path, parent, dir) != 0) {
+		close(parent);
+		return -1;
+	}
 	if (mkdirat(parent, base, 0555) == 0) {
 		int rc = note_created(c, "procmask", path, parent, base, 1);
 		close(parent);

@@ -1,8 +1,11 @@
-/* The host's ldconfig run against the container root in a sandbox (upstream.md §3.8). */
+/* The host's ldconfig run against the container root in a sandbox (docs/design.md, "ldconfig"). */
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
+#include <dirent.h>
 #include <linux/capability.h>
+#include <linux/mount.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -13,12 +16,17 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "helper.h"
+#include "caps.h"
+#include "error.h"
+#include "inject.h"
+#include "ldconfig.h"
+#include "mounts.h"
 
 #define OUTPUT_MAX 8192
 
@@ -43,6 +51,43 @@ static void __attribute__((noreturn)) child_fail(int errfd, const char *what)
 	_exit(126);
 }
 
+static int mount_setattr_fd(int fd, unsigned int flags, unsigned long long set,
+			    unsigned long long clr)
+{
+	struct mount_attr attr = {.attr_set = set, .attr_clr = clr};
+	return (int)syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | flags, &attr, sizeof(attr));
+}
+
+/*
+ * ldconfig's view of the container (in the child's private copy of its mount namespace): the
+ * rootfs bound onto itself (so that it is a mount of its own even where the runtime did not
+ * make it one) with every mount in it nodev and nosuid, so that no device node of the image or
+ * of a volume can be opened whatever ldconfig is made to open; and read-only except the
+ * rootfs's own mount, so that ldconfig writes (the cache, SONAME links) never land in a volume
+ * through an image symlink. Leaves the cwd at that mount's root.
+ */
+static void restrict_view(struct ctx *c, int errfd)
+{
+	struct stat want, got;
+	struct statvfs sv;
+	if (fstat(c->rootfd, &want) != 0)
+		child_fail(errfd, "stat the container root");
+	if (mount(c->rootfs, c->rootfs, NULL, MS_BIND | MS_REC, NULL) != 0)
+		child_fail(errfd, "bind the container root");
+	int fd = open(c->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &got) != 0 || got.st_dev != want.st_dev ||
+	    got.st_ino != want.st_ino || fchdir(fd) != 0)
+		child_fail(errfd, "reach the container root again");
+	if (fstatvfs(fd, &sv) != 0)
+		child_fail(errfd, "statvfs the container root");
+	if (mount_setattr_fd(fd, AT_RECURSIVE,
+			     MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, 0) != 0)
+		child_fail(errfd, "make the container's mounts nodev, nosuid, read-only");
+	if (!(sv.f_flag & ST_RDONLY) && mount_setattr_fd(fd, 0, 0, MOUNT_ATTR_RDONLY) != 0)
+		child_fail(errfd, "make the container root writable again");
+	close(fd);
+}
+
 /* The child: private mount namespace, chroot into the container, masks, limits, few caps. */
 static void __attribute__((noreturn)) child(struct ctx *c, int exefd, char **argv, int outfd,
 					   int errfd)
@@ -50,13 +95,11 @@ static void __attribute__((noreturn)) child(struct ctx *c, int exefd, char **arg
 	static char *const empty_env[] = {NULL};
 	if (dup2(outfd, STDOUT_FILENO) < 0 || dup2(outfd, STDERR_FILENO) < 0)
 		child_fail(errfd, "dup2");
-	/* fchdir before unshare: the new namespace translates the cwd, not our file descriptors. */
-	if (fchdir(c->rootfd) != 0)
-		child_fail(errfd, "fchdir to the container root");
 	if (unshare(CLONE_NEWNS) != 0)
 		child_fail(errfd, "unshare the mount namespace");
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
 		child_fail(errfd, "make the mounts private");
+	restrict_view(c, errfd);
 	if (chroot(".") != 0 || chdir("/") != 0)
 		child_fail(errfd, "chroot into the container root");
 	/* ldconfig has no business with the container's (or host's) /proc, /sys or /dev. */
@@ -69,7 +112,7 @@ static void __attribute__((noreturn)) child(struct ctx *c, int exefd, char **arg
 			  "mode=0555,size=4k,nr_inodes=2") != 0)
 			child_fail(errfd, "mask with a read-only tmpfs");
 	}
-	if (cap_limit(RLIMIT_CPU, 10) != 0 || cap_limit(RLIMIT_AS, 2ULL << 30) != 0 ||
+	if (cap_limit(RLIMIT_CPU, 2) != 0 || cap_limit(RLIMIT_AS, 2ULL << 30) != 0 ||
 	    cap_limit(RLIMIT_NOFILE, 64) != 0 || cap_limit(RLIMIT_FSIZE, 64ULL << 20) != 0)
 		child_fail(errfd, "setrlimit");
 	/* Nothing but the executable and the error pipe may cross exec, and both close on it. */
@@ -103,7 +146,7 @@ static void keep_tail(char *buf, size_t *len, const char *chunk, size_t n)
 	*len += n;
 }
 
-/* The last non-empty line of the output, control characters flattened. */
+/* The last non-empty line of the output (set_error makes control characters printable). */
 static void last_line(const char *buf, size_t len, char *out, size_t outlen)
 {
 	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
@@ -112,8 +155,7 @@ static void last_line(const char *buf, size_t len, char *out, size_t outlen)
 	while (start > 0 && buf[start - 1] != '\n')
 		start--;
 	size_t n = len - start < outlen - 1 ? len - start : outlen - 1;
-	for (size_t i = 0; i < n; i++)
-		out[i] = (unsigned char)buf[start + i] < 0x20 ? ' ' : buf[start + i];
+	memcpy(out, buf + start, n);
 	out[n] = '\0';
 }
 
@@ -164,13 +206,191 @@ int check_static_elf(int fd, const char *path)
 	return 0;
 }
 
+/* ------------------------------------------------------------------ what ldconfig will open */
+#define CONF_DEPTH_MAX 8
+#define CONF_FILES_MAX 1024
+#define CONF_SIZE_MAX (1 << 20)
+
+static const char *kind_of(mode_t m)
+{
+	return S_ISFIFO(m)   ? "a FIFO"
+	       : S_ISCHR(m)  ? "a character device"
+	       : S_ISBLK(m)  ? "a block device"
+	       : S_ISSOCK(m) ? "a socket"
+			     : "not a regular file";
+}
+
+struct conf_walk {
+	struct ctx *c;
+	size_t files;
+};
+
+static int check_conf(struct conf_walk *w, const char *path, int depth);
+
+/* "include PATTERN": a path or a wildcard in its last component, relative to the including
+ * file's directory when not absolute (as ldconfig reads it). */
+static int check_include(struct conf_walk *w, const char *from, const char *pat, int depth)
+{
+	char full[4096], dir[4096];
+	const char *slash = strrchr(from, '/');
+	int n = pat[0] == '/' ? snprintf(full, sizeof(full), "%s", pat)
+			      : snprintf(full, sizeof(full), "%.*s/%s", (int)(slash - from), from, pat);
+	if (n < 0 || (size_t)n >= sizeof(full)) {
+		set_error("ldconfig", from, "an include path is too long");
+		return -1;
+	}
+	const char *base = strrchr(full, '/') + 1;
+	snprintf(dir, sizeof(dir), "%.*s", base - full > 1 ? (int)(base - full - 1) : 1, full);
+	if (strpbrk(dir, "*?[") != NULL) {
+		set_error("ldconfig", from,
+			  "include %s: wildcards are supported in the last component only; list the "
+			  "directories in the image's ld.so.conf", pat);
+		return -1;
+	}
+	if (strpbrk(base, "*?[") == NULL)
+		return check_conf(w, full, depth + 1);
+	/* O_DIRECTORY: a FIFO or a device node in its place is refused, never opened. */
+	int dfd = in_root_open(w->c->rootfd, dir, O_RDONLY | O_DIRECTORY | O_NONBLOCK);
+	if (dfd < 0)
+		return 0; /* missing: ldconfig's glob finds nothing either */
+	DIR *d = fdopendir(dfd);
+	if (d == NULL) {
+		close(dfd);
+		return 0;
+	}
+	int rc = 0;
+	struct dirent *de;
+	while (rc == 0 && (de = readdir(d)) != NULL) {
+		char entry[4096];
+		if (fnmatch(base, de->d_name, FNM_PERIOD) != 0)
+			continue;
+		if (snprintf(entry, sizeof(entry), "%s/%s", strcmp(dir, "/") ? dir : "", de->d_name) >=
+		    (int)sizeof(entry))
+			continue;
+		rc = check_conf(w, entry, depth + 1);
+	}
+	closedir(d);
+	return rc;
+}
+
+/*
+ * Check, before ldconfig runs, every file it will open by name from the image: ld.so.conf and
+ * what it includes must be regular files (a FIFO would block it, a device node would be opened
+ * as root). Files are looked at through O_PATH handles, read through a reopening of the same
+ * inode, so a swap between check and read changes nothing here. Directories need no check:
+ * ldconfig opens them with O_DIRECTORY.
+ */
+static int check_conf(struct conf_walk *w, const char *path, int depth)
+{
+	struct stat st;
+	if (depth > CONF_DEPTH_MAX) {
+		set_error("ldconfig", path, "includes nest deeper than %d (an include loop?)",
+			  CONF_DEPTH_MAX);
+		return -1;
+	}
+	if (++w->files > CONF_FILES_MAX) {
+		set_error("ldconfig", path, "more than %d configuration files", CONF_FILES_MAX);
+		return -1;
+	}
+	int fd = in_root_open(w->c->rootfd, path, O_PATH);
+	if (fd < 0)
+		return 0; /* missing or unreachable: ldconfig skips it too */
+	if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
+		close(fd);
+		return 0; /* a directory matched by a wildcard: ldconfig cannot read it as a file */
+	}
+	if (!S_ISREG(st.st_mode)) {
+		set_error("ldconfig", path,
+			  "is %s in the image, not a regular file; ldconfig would open it (make it a "
+			  "regular file or remove it)", kind_of(st.st_mode));
+		close(fd);
+		return -1;
+	}
+	if (st.st_size > CONF_SIZE_MAX) {
+		set_error("ldconfig", path, "is larger than %d bytes", CONF_SIZE_MAX);
+		close(fd);
+		return -1;
+	}
+	int rfd = open(fd_path(fd, 0), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	close(fd);
+	char *buf = malloc((size_t)st.st_size + 1);
+	size_t len = 0;
+	ssize_t r = 0;
+	while (rfd >= 0 && buf != NULL && len < (size_t)st.st_size &&
+	       (r = read(rfd, buf + len, (size_t)st.st_size - len)) > 0)
+		len += (size_t)r;
+	if (rfd >= 0)
+		close(rfd);
+	if (rfd < 0 || buf == NULL || r < 0) {
+		set_error("ldconfig", path, "read: %s", buf == NULL ? "out of memory" : strerror(errno));
+		free(buf);
+		return -1;
+	}
+	buf[len] = '\0';
+	int rc = 0;
+	for (char *line = buf, *next; rc == 0 && line != NULL; line = next) {
+		next = strchr(line, '\n');
+		if (next != NULL)
+			*next++ = '\0';
+		line[strcspn(line, "#")] = '\0';
+		line += strspn(line, " \t");
+		if (strncmp(line, "include", 7) != 0 || (line[7] != ' ' && line[7] != '\t'))
+			continue;
+		char *save = NULL;
+		for (char *pat = strtok_r(line + 7, " \t\r", &save); rc == 0 && pat != NULL;
+		     pat = strtok_r(NULL, " \t\r", &save))
+			rc = check_include(w, path, pat, depth);
+	}
+	free(buf);
+	return rc;
+}
+
+/* Files ldconfig opens besides the configuration: its aux cache (read), and the temporary
+ * files it writes before renaming (a FIFO there would block the open for writing). */
+static int check_other_files(struct ctx *c)
+{
+	static const char *const paths[] = {"/etc/ld.so.cache~", "/var/cache/ldconfig/aux-cache",
+					     "/var/cache/ldconfig/aux-cache~"};
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		struct stat st;
+		int fd = in_root_open(c->rootfd, paths[i], O_PATH);
+		if (fd < 0)
+			continue;
+		int bad = fstat(fd, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode);
+		close(fd);
+		if (bad) {
+			set_error("ldconfig", paths[i],
+				  "is %s in the image, not a regular file; ldconfig would open it "
+				  "(remove it)", kind_of(st.st_mode));
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int run_ldconfig(struct ctx *c, int exefd, const char *exe_path, char **dirs, size_t ndirs,
 		 int timeout_ms)
 {
+	struct conf_walk w = {.c = c};
+	if (check_conf(&w, "/etc/ld.so.conf", 0) != 0 || check_other_files(c) != 0)
+		return -1;
+
 	/* Made here, not in the child, so that the journal can take it back on failure. */
 	int etc = ensure_dir(c, "ldconfig", "/etc", "/etc");
 	if (etc < 0)
 		return -1;
+	/* ldconfig may write only on the root's own mount (its view is read-only elsewhere): say
+	 * so here rather than through its "Read-only file system". */
+	uint64_t etc_mnt, root_mnt;
+	if (mount_id(etc, &etc_mnt) != 0 || mount_id(c->rootfd, &root_mnt) != 0 ||
+	    etc_mnt != root_mnt) {
+		set_error("ldconfig", "/etc",
+			  "is on another mount than the container's root (a volume, or an image "
+			  "symlink into one?); ldconfig would write ld.so.cache there; fix the image's "
+			  "/etc or the volume's place");
+		close(etc);
+		return -1;
+	}
 	close(etc);
 
 	char **argv = calloc(ndirs + 6, sizeof(char *));
@@ -202,9 +422,11 @@ int run_ldconfig(struct ctx *c, int exefd, const char *exe_path, char **dirs, si
 		return -1;
 	}
 	fflush(NULL);
-	/* fork() semantics plus a new pid namespace (ldconfig, running as uid 0, cannot see or signal
-	 * host processes) and a new IPC namespace. Safe as a raw syscall: we are single-threaded. */
-	pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)(CLONE_NEWPID | CLONE_NEWIPC | SIGCHLD),
+	/* fork() semantics plus new pid (ldconfig, running as uid 0, cannot see or signal host
+	 * processes), IPC and network namespaces (no socket reaches anything, abstract unix ones
+	 * included). Safe as a raw syscall: we are single-threaded. */
+	pid_t pid = (pid_t)syscall(SYS_clone,
+				   (unsigned long)(CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNET | SIGCHLD),
 				   NULL, NULL, NULL, NULL);
 	if (pid < 0) {
 		set_error("ldconfig", exe_path, "clone: %s", strerror(errno));

@@ -6,7 +6,8 @@
 #include <string.h>
 #include <sys/mount.h>
 
-#include "helper.h"
+#include "error.h"
+#include "plan.h"
 
 #define MAX_FIELDS 4096
 

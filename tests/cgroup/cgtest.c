@@ -1,5 +1,7 @@
 /* Test driver for csrc/cgroup.c: probes device access, attaches runc-like filters, runs the API. */
+#include "bpfprog.h"
 #include "cgroup.h"
+#include "error.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -84,15 +86,15 @@ static int allow(pid_t pid, char **args, int nargs)
 {
 	struct cg_rule *rules = calloc((size_t)nargs + 1, sizeof(*rules));
 	struct cg_undo *undo = NULL;
-	char err[1024], line[64];
+	char line[64];
 
 	for (int i = 0; i < nargs; i++)
 		if (parse_rule(args[i], &rules[i]) < 0) {
 			printf("bad rule %s\n", args[i]);
 			return 2;
 		}
-	if (cgroup_allow(pid, rules, (size_t)nargs, &undo, err, sizeof(err)) < 0)
-		printf("err %s\n", err);
+	if (cgroup_allow(-1, pid, rules, (size_t)nargs, &undo) < 0)
+		printf("err %s\n", error_text());
 	else
 		printf("ok%s\n", undo == NULL ? " nothing-changed" : "");
 	fflush(stdout);
@@ -106,19 +108,6 @@ static int allow(pid_t pid, char **args, int nargs)
 	cgroup_undo_free(undo);
 	free(rules);
 	return 0;
-}
-
-static struct bpf_insn ins(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm)
-{
-	struct bpf_insn i;
-
-	memset(&i, 0, sizeof(i));
-	i.code = code;
-	i.dst_reg = dst & 0xf;
-	i.src_reg = src & 0xf;
-	i.off = off;
-	i.imm = imm;
-	return i;
 }
 
 static unsigned int acc_bits(const char *a)
@@ -153,16 +142,16 @@ static int attach(const char *dir, const char *mode, int helper, char **args, in
 	int cg, fd;
 
 	if (helper) {
-		prog[k++] = ins(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0);
-		prog[k++] = ins(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_current_uid_gid);
-		prog[k++] = ins(BPF_ALU64 | BPF_MOV | BPF_X, 1, 6, 0, 0);
+		prog[k++] = bpfprog_insn(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0);
+		prog[k++] = bpfprog_insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_current_uid_gid);
+		prog[k++] = bpfprog_insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 6, 0, 0);
 	}
-	prog[k++] = ins(BPF_LDX | BPF_MEM | BPF_W, 2, 1, 0, 0);
-	prog[k++] = ins(BPF_ALU | BPF_AND | BPF_K, 2, 0, 0, 0xffff);
-	prog[k++] = ins(BPF_LDX | BPF_MEM | BPF_W, 3, 1, 0, 0);
-	prog[k++] = ins(BPF_ALU | BPF_RSH | BPF_K, 3, 0, 0, 16);
-	prog[k++] = ins(BPF_LDX | BPF_MEM | BPF_W, 4, 1, 4, 0);
-	prog[k++] = ins(BPF_LDX | BPF_MEM | BPF_W, 5, 1, 8, 0);
+	prog[k++] = bpfprog_insn(BPF_LDX | BPF_MEM | BPF_W, 2, 1, 0, 0);
+	prog[k++] = bpfprog_insn(BPF_ALU | BPF_AND | BPF_K, 2, 0, 0, 0xffff);
+	prog[k++] = bpfprog_insn(BPF_LDX | BPF_MEM | BPF_W, 3, 1, 0, 0);
+	prog[k++] = bpfprog_insn(BPF_ALU | BPF_RSH | BPF_K, 3, 0, 0, 16);
+	prog[k++] = bpfprog_insn(BPF_LDX | BPF_MEM | BPF_W, 4, 1, 4, 0);
+	prog[k++] = bpfprog_insn(BPF_LDX | BPF_MEM | BPF_W, 5, 1, 8, 0);
 	for (int i = 0; i < nargs; i++) {
 		struct cg_rule r;
 		size_t start = k, n;
@@ -174,21 +163,21 @@ static int attach(const char *dir, const char *mode, int helper, char **args, in
 		n = (r.type != 'a') + 3 + (r.major != CG_ANY) + (r.minor != CG_ANY) + 2;
 #define NEXT (int16_t)(start + n - (k + 1))
 		if (r.type != 'a')
-			prog[k] = ins(BPF_JMP | BPF_JNE | BPF_K, 2, 0, NEXT,
+			prog[k] = bpfprog_insn(BPF_JMP | BPF_JNE | BPF_K, 2, 0, NEXT,
 				      r.type == 'c' ? BPF_DEVCG_DEV_CHAR : BPF_DEVCG_DEV_BLOCK), k++;
-		prog[k++] = ins(BPF_ALU64 | BPF_MOV | BPF_X, 1, 3, 0, 0);
-		prog[k++] = ins(BPF_ALU | BPF_AND | BPF_K, 1, 0, 0, (int32_t)acc_bits(r.access));
-		prog[k] = ins(BPF_JMP | BPF_JNE | BPF_X, 1, 3, NEXT, 0), k++;
+		prog[k++] = bpfprog_insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 3, 0, 0);
+		prog[k++] = bpfprog_insn(BPF_ALU | BPF_AND | BPF_K, 1, 0, 0, (int32_t)acc_bits(r.access));
+		prog[k] = bpfprog_insn(BPF_JMP | BPF_JNE | BPF_X, 1, 3, NEXT, 0), k++;
 		if (r.major != CG_ANY)
-			prog[k] = ins(BPF_JMP | BPF_JNE | BPF_K, 4, 0, NEXT, (int32_t)r.major), k++;
+			prog[k] = bpfprog_insn(BPF_JMP | BPF_JNE | BPF_K, 4, 0, NEXT, (int32_t)r.major), k++;
 		if (r.minor != CG_ANY)
-			prog[k] = ins(BPF_JMP | BPF_JNE | BPF_K, 5, 0, NEXT, (int32_t)r.minor), k++;
+			prog[k] = bpfprog_insn(BPF_JMP | BPF_JNE | BPF_K, 5, 0, NEXT, (int32_t)r.minor), k++;
 #undef NEXT
-		prog[k++] = ins(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 1);
-		prog[k++] = ins(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+		prog[k++] = bpfprog_insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 1);
+		prog[k++] = bpfprog_insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
 	}
-	prog[k++] = ins(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0);
-	prog[k++] = ins(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+	prog[k++] = bpfprog_insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0);
+	prog[k++] = bpfprog_insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
 
 	memset(&attr, 0, sizeof(attr));
 	attr.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;

@@ -16,6 +16,11 @@ V2_ROOT = Path("/sys/fs/cgroup/unified")
 # The flags the helper is built with: the test driver must compile cgroup.c the same way.
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE"]
 
+# The cgroup code and what it depends on (the error module), without the helper's main.
+CGROUP_SOURCES = [ROOT / "csrc" / n for n in (
+    "cgroup.c", "cgroup_find.c", "cgroup_v1.c", "cgroup_bpf.c", "cgroup_rule.c", "bpfprog.c",
+    "error.c")]
+
 # Nodes the probe opens: no driver answers 195:*, so an allowed open fails with ENXIO and a
 # denied one with EPERM; 1:3 is /dev/null's number, which the filters allow and which opens.
 NODES = {"nv0": (195, 0), "nv1": (195, 1), "null": (1, 3)}
@@ -26,7 +31,7 @@ def cgtest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cgtest") / "cgtest"
     subprocess.run(
         ["cc", *CFLAGS, f"-I{ROOT / 'csrc'}", "-o", str(out),
-         str(ROOT / "tests/cgroup/cgtest.c"), str(ROOT / "csrc/cgroup.c")],
+         str(ROOT / "tests/cgroup/cgtest.c"), *map(str, CGROUP_SOURCES)],
         check=True, capture_output=True, text=True,
     )
     return out

@@ -362,7 +362,7 @@ def test_hybrid_host_uses_v1(cgtest: Path, nodes: Path, v1_cgroup: Path, v2_cgro
 
 @pytest.mark.parametrize(("pid", "rules", "expect"), [
     pytest.param(2**22 + 7, ["c 195:0 rw"],
-                 r"cgroup-find /proc/4194311/mountinfo: No such file or directory",
+                 r"cgroup-find /proc/4194311: No such file or directory",
                  id="no-such-pid"),
     pytest.param(0, ["c 195:0 rw"], r"cgroup-find 0: not a host pid .*", id="pid-zero"),
     pytest.param(1, ["x 195:0 rw"], r"cgroup-rule rules\[0\]: the type must be c, b or a, not .*",

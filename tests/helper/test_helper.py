@@ -549,8 +549,10 @@ def test_ldconfig_runs_in_a_sandbox(helper: Path, tree: Tree, start_container: S
     assert facts == {
         "pid": "1",                        # its own pid namespace: host processes unseen
         "uid": "0", "eff": f"{two:x}", "prm": f"{two:x}", "inh": "0", "bnd": f"{two:x}",
-        "nnp": "1", "cpu": "10", "as": str(2 << 30), "nofile": "64", "fsize": str(64 << 20),
+        "nnp": "1", "cpu": "2", "as": str(2 << 30), "nofile": "64", "fsize": str(64 << 20),
         "env": "0", "proc": "0", "sys": "0", "dev": "0", "marker": "1", "etc": "1", "fds": "0",
+        "rootflags": "nodev,nosuid,rw",    # no device node of the image can be opened
+        "ifaces": "1",                     # its own network namespace: only lo
         "argv": "ldconfig|-f|/etc/ld.so.conf|-C|/etc/ld.so.cache|/usr/lib/x86_64-linux-gnu|"
                 "/usr/lib/i386-linux-gnu",
     }
