@@ -26,6 +26,9 @@ _TRIPLETS32 = {
     "x86_64": "i386-linux-gnu",
 }
 
+# The NVML library by its SONAME: what discovery looks up and what containers dlopen.
+NVML_LIBRARY = "libnvidia-ml.so.1"
+
 # Where the driver publishes its state in procfs, relative to a proc root, and as the
 # container sees it.
 PROC_DRIVER_REL = "driver/nvidia"

@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     from nvhook.model import Inventory, NvmlInfo
 
 
-NVML_LIBRARY = "libnvidia-ml.so.1"
 
 
 def discover(config: Config, *, elf_details: bool = True, hot: bool = False,
@@ -27,7 +26,7 @@ def discover(config: Config, *, elf_details: bool = True, hot: bool = False,
     (a slow procfs read: 8 ms on an H200 host) is read only when MIG is in play: a GPU in
     MIG mode, or ``mig_management`` (NVIDIA_MIG_CONFIG/MONITOR_DEVICES asked).
     """
-    from nvhook.hostlayout import proc_driver_dir
+    from nvhook.hostlayout import NVML_LIBRARY, proc_driver_dir
     from nvhook.inventory import driver, procfs
     from nvhook.model import Inventory
 

@@ -5,7 +5,7 @@ import threading
 
 from nvhook.config import Config
 from nvhook.errors import NvhookError
-from nvhook.inventory import NVML_LIBRARY
+from nvhook.hostlayout import NVML_LIBRARY
 from nvhook.model import Gpu, MigDevice, NvmlInfo
 
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
