@@ -47,6 +47,11 @@ commands:
                     [--set-as-default] [--dry-run] [--runtime-name N] [--runtime-path P]
                     [--hook-path P] [--hook-config F]
                                  register nvhook with an engine (docs/configure.md)
+  system create-dev-char-symlinks [--dev-root DIR] [--dev-char-path DIR] [--create-all]
+                    [--dry-run]  /dev/char/MAJ:MIN links for the NVIDIA nodes (runc with
+                                 systemd cgroups needs them; docs/kubernetes.md)
+  doctor [--json]                check this node: driver, nodes, engines, CDI, cgroups,
+                                 config; one line per finding with its fix
   version                        print the version
 
 options:
@@ -149,6 +154,11 @@ def cmd_hook(config: Config, args: list[str]) -> int:
     container = oci.load_container(oci.parse_state(sys.stdin.read()))
     apply_plan(plan, container, config)
     return 0
+
+
+def cmd_system(config: Config, args: list[str]) -> int:
+    from nvhook.devchar import main as devchar_main
+    return devchar_main(config, args)
 
 
 def cmd_cdi(config: Config, args: list[str]) -> int:
@@ -287,9 +297,13 @@ def run(argv: Sequence[str]) -> int:
         return hook_prestart(_config(config_arg), state_text)
     if command in HOOK_STAGES_NOOP:
         return 0
+    if command == "doctor":
+        # It checks the config itself: a broken file is one of its findings, not a crash.
+        from nvhook.doctor import main as doctor_main
+        return doctor_main(config_arg, rest)
     commands = {"list-devices": cmd_list_devices, "info": cmd_info, "list": cmd_list,
                 "plan": cmd_plan, "hook": cmd_hook,
-                "cdi": cmd_cdi}
+                "cdi": cmd_cdi, "system": cmd_system}
     handler = commands.get(command)
     if handler is None:
         if as_hook:
