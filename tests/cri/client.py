@@ -1,8 +1,9 @@
 """A CRI v1 client for the tests (there is no crictl or kubelet on these machines).
 
 The messages are cri.proto (next to this file), compiled on first use with grpc_tools.protoc
-into a temp dir; the calls go through grpcio's generic unary channel, so no generated
-service code is needed. Containers are driven as the kubelet drives them: a pod sandbox
+into a descriptor set in a temp dir (or read from a descriptor set made beforehand), and
+built from its descriptors; the calls go through grpcio's generic unary channel, so no
+generated code is needed. Containers are driven as the kubelet drives them: a pod sandbox
 (RunPodSandbox with a runtime handler), then CreateContainer / StartContainer, the exit
 read from ContainerStatus, the output from the CRI log file under the pod's log directory.
 
@@ -15,7 +16,6 @@ prints the container's stdout and stderr and exits with its exit status.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import tempfile
@@ -23,30 +23,61 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
+from types import SimpleNamespace
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SERVICE = "/runtime.v1.RuntimeService/"
-_pb: ModuleType | None = None
+# A FileDescriptorSet of cri.proto made beforehand (tests/gpu/k8s_prepare.sh does, where
+# grpcio-tools is not carried); otherwise cri.proto is compiled here with grpc_tools.
+DESCRIPTORS_ENV = "NVHOOK_CRI_DESCRIPTORS"
+_pb: SimpleNamespace | None = None
 
 
-def messages() -> ModuleType:
-    """cri_pb2, compiled from cri.proto once per process."""
+def compile_descriptors(dest: Path) -> Path:
+    """cri.proto → a serialized FileDescriptorSet at ``dest`` (grpc_tools' protoc)."""
+    from grpc_tools import protoc
+
+    rc = protoc.main(["protoc", f"-I{HERE}", f"--descriptor_set_out={dest}",
+                      str(HERE / "cri.proto")])
+    if rc != 0:
+        raise RuntimeError(f"protoc failed on {HERE / 'cri.proto'} (exit {rc})")
+    return dest
+
+
+def messages() -> SimpleNamespace:
+    """The message classes and enum values of cri.proto, by name (as a generated module
+    would offer them), built from its descriptors once per process."""
     global _pb
     if _pb is None:
-        from grpc_tools import protoc
+        from google.protobuf import descriptor_pb2, descriptor_pool
 
-        out = tempfile.mkdtemp(prefix="nvhook-cri-")
-        rc = protoc.main(["protoc", f"-I{HERE}", f"--python_out={out}", str(HERE / "cri.proto")])
-        if rc != 0:
-            raise RuntimeError(f"protoc failed on {HERE / 'cri.proto'} (exit {rc})")
-        sys.path.insert(0, out)
-        try:
-            _pb = importlib.import_module("cri_pb2")
-        finally:
-            sys.path.remove(out)
+        path = os.environ.get(DESCRIPTORS_ENV)
+        if not path:
+            path = str(compile_descriptors(Path(tempfile.mkdtemp(prefix="nvhook-cri-"))
+                                           / "cri.desc"))
+        files = descriptor_pb2.FileDescriptorSet.FromString(Path(path).read_bytes())
+        pool = descriptor_pool.DescriptorPool()
+        for f in files.file:
+            pool.Add(f)
+        fd = pool.FindFileByName("cri.proto")
+        names: dict[str, Any] = {}
+        for name, desc in fd.message_types_by_name.items():
+            names[name] = _message_class(desc)
+        for enum in fd.enum_types_by_name.values():
+            for value in enum.values:
+                names[value.name] = value.number
+        _pb = SimpleNamespace(**names)
     return _pb
+
+
+def _message_class(desc: Any) -> Any:
+    try:
+        from google.protobuf.message_factory import GetMessageClass  # protobuf >= 4.21
+        return GetMessageClass(desc)
+    except ImportError:
+        from google.protobuf.message_factory import MessageFactory
+        return MessageFactory().GetPrototype(desc)
 
 
 @dataclass

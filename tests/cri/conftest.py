@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from tests.cri.client import Cri, PodSpec, Result
+from tests.cri.node import ARGV_SH, RECORDER, WRAPPER, Call, containerd_config, read_calls
 from tests.engines.conftest import (
     SYSTEM_PATH,
     Nvhook,
@@ -57,47 +58,6 @@ PAUSE_IMAGE = "docker.io/library/nvhook-pause:test"
 HANDLERS = ("nvidia", "nvidia-hook", "nvidia-strict", "nvidia-hook-strict",
             "nvidia-driver-root", "runc")
 
-# Parses a runtime's argv in sh: the command, the bundle (--bundle/-b, else the cwd), --log.
-_ARGV_SH = r'''cmd=; b=; log=; prev=
-for a; do
-  case "$prev" in --bundle|-b) b=$a;; --log) log=$a;; esac
-  case "$a" in create|start|kill|delete|state|run|exec|features|ps|pause|resume|update)
-    [ -z "$cmd" ] && cmd=$a;; esac
-  prev=$a
-done
-[ -n "$b" ] || b=$PWD
-sum=-
-[ "$cmd" = create ] && sum=$(sha256sum < "$b/config.json" | cut -c1-64)
-'''
-
-WRAPPER = """#!/bin/sh
-# CRI handler {name}: log the call as containerd made it, then run nvhook's shim.
-{argv}echo "in $(date +%s%N) $cmd $sum $(basename "$b")" >> {calls}
-export NVHOOK_CALL_LOG={calls} NVHOOK_SAVED_LOGS={saved}
-export NVHOOK_CONFIG={config} NVHOOK_CDI_SPEC_DIRS={cdi}
-exec {target} "$@"
-"""
-
-RECORDER = """#!/bin/sh
-# The "real runtime" of the tests' nvhook configs: log the call as nvhook passes it on,
-# keep the runtime log as nvhook left it, then run runc.
-{argv}echo "out $(date +%s%N) $cmd $sum $(basename "$b")" >> "$NVHOOK_CALL_LOG"
-if [ "$cmd" = create ] && [ -n "$log" ] && [ -f "$log" ]; then
-  cp "$log" "$NVHOOK_SAVED_LOGS/$(basename "$b").log"
-fi
-exec {runc} "$@"
-"""
-
-
-@dataclass
-class Call:
-    where: str       # "in" (containerd → wrapper) or "out" (nvhook → runc)
-    ns: int
-    command: str
-    digest: str      # sha256 of config.json on create, "-" otherwise
-    container: str   # the bundle's name: the container id
-
-
 @dataclass
 class CriNode:
     cri: Cri
@@ -109,14 +69,7 @@ class CriNode:
     pid: int
 
     def calls(self, handler: str) -> list[Call]:
-        path = self.work / f"calls-{handler}.log"
-        if not path.exists():
-            return []
-        out = []
-        for line in path.read_text().splitlines():
-            where, ns, command, digest, container = line.split(" ", 4)
-            out.append(Call(where, int(ns), command, digest, container))
-        return out
+        return read_calls(self.work / f"calls-{handler}.log")
 
     def reset_calls(self, handler: str) -> None:
         (self.work / f"calls-{handler}.log").unlink(missing_ok=True)
@@ -163,7 +116,7 @@ def cri_node(nvhook: Nvhook, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     run_dir.mkdir()
     (work / "saved-logs").mkdir()
     hooked = nvhook.hooked
-    recorder = _exe(work / "record-runc", RECORDER.format(argv=_ARGV_SH, runc=RUNC))
+    recorder = _exe(work / "record-runc", RECORDER.format(argv=ARGV_SH, runc=RUNC))
 
     # The GPU operator's layout: driver root with its own run/ for the IPC sockets.
     drv = build_fake_driver(work / "operator", gpus=2, layout="driver-root")
@@ -202,11 +155,11 @@ def cri_node(nvhook: Nvhook, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         calls = work / f"calls-{name}.log"
         if name == "runc":
             # the same two logging steps, no nvhook in between: the baseline of `out - in`
-            text = WRAPPER.format(name=name, argv=_ARGV_SH, calls=calls,
+            text = WRAPPER.format(name=name, argv=ARGV_SH, calls=calls,
                                   saved=work / "saved-logs", config="/dev/null",
                                   cdi=cdi_dir, target=recorder)
         else:
-            text = WRAPPER.format(name=name, argv=_ARGV_SH, calls=calls,
+            text = WRAPPER.format(name=name, argv=ARGV_SH, calls=calls,
                                   saved=work / "saved-logs", config=configs[name],
                                   cdi=cdi_dir, target=nvhook.shim)
         wrappers[name] = _exe(work / f"handler-{name}", text)
@@ -220,35 +173,9 @@ def cri_node(nvhook: Nvhook, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         oci_archive(_pause_rootfs(work / "pause-rootfs"), work / "pause.tar", PAUSE_IMAGE,
                     cmd=["/bin/busybox", "sleep", "2147483647"]),
     ]
-    runtimes = "".join(f"""
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{name}]
-      runtime_type = "io.containerd.runc.v2"
-      container_annotations = ["cdi.k8s.io/*"]
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{name}.options]
-        BinaryName = "{wrappers[name]}"
-        Root = "{run_dir / 'runc'}"
-""" for name in HANDLERS)
     config = work / "config.toml"
-    config.write_text(f"""version = 2
-root = "{work / 'root'}"
-state = "{run_dir / 'state'}"
-[grpc]
-  address = "{run_dir / 'containerd.sock'}"
-[ttrpc]
-  address = "{run_dir / 'containerd.sock.ttrpc'}"
-[debug]
-  address = "{run_dir / 'debug.sock'}"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{work / 'cni'}"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "nvidia"
-{runtimes}""")
+    config.write_text(containerd_config(work / "root", run_dir, PAUSE_IMAGE, wrappers,
+                                        work / "cni", default="nvidia"))
     log = work / "containerd.log"
     sock = run_dir / "containerd.sock"
     cgroup = f"nvhook-cri-{tag}"

@@ -8,6 +8,7 @@ import statistics
 import pytest
 
 from tests.cri.conftest import ENV_IMAGE, CriNode, as_run
+from tests.cri.node import per_call
 from tests.engines.conftest import check_gpus, expect, show
 
 pytestmark = pytest.mark.slow
@@ -142,8 +143,8 @@ def test_per_call_figures(cri_node: CriNode, capsys: pytest.CaptureFixture[str])
             expect(handler, "the pod ran", r.exit_code == 0, f"{r}")
             times.append(r.seconds)
         pods[handler] = statistics.median(times)
-    per, count = _per_call(cri_node, "nvidia")
-    base, _ = _per_call(cri_node, "runc")
+    per, count = per_call(cri_node.calls("nvidia"))
+    base, _ = per_call(cri_node.calls("runc"))
     with capsys.disabled():
         print("\nCRI figures (2-core machine, fake driver; medians; not asserted):")
         print(f"  runtime calls per pod through the nvidia handler: "
@@ -156,17 +157,3 @@ def test_per_call_figures(cri_node: CriNode, capsys: pytest.CaptureFixture[str])
         print(f"  pod without GPU, run to removal: nvidia {pods['nvidia'] * 1000:.0f} ms, "
               f"runc {pods['runc'] * 1000:.0f} ms")
 
-
-def _per_call(node: CriNode, handler: str) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """ms from the handler's "in" to the recorder's "out" per command, and call counts."""
-    per: dict[str, list[float]] = {}
-    pending: dict[tuple[str, str], int] = {}
-    count: dict[str, int] = {}
-    for c in node.calls(handler):
-        key = (c.command, c.container)
-        if c.where == "in":
-            pending[key] = c.ns
-            count[c.command] = count.get(c.command, 0) + 1
-        elif key in pending:
-            per.setdefault(c.command, []).append((c.ns - pending.pop(key)) / 1e6)
-    return per, count
