@@ -35,6 +35,7 @@ USAGE = """\
 usage: nvhook doctor [--json] [--docker-config FILE] [--containerd-config FILE]
                      [--crio-config FILE] [--hooks-dir DIR]... [--spec-dir DIR]...
                      [--dev-char-path DIR] [--cgroup-root DIR] [--runtime-name NAME]
+                     [--bin-dir DIR]... [--systemd-dir DIR]
 """
 
 
@@ -64,6 +65,9 @@ class Paths:
     cgroup_root: str = "/sys/fs/cgroup"
     systemd_run: str = "/run/systemd/system"
     runtime_name: str = "nvidia"
+    # where dockerd looks for nvidia-container-runtime-hook (its PATH at start)
+    bin_dirs: list[str] = field(default_factory=lambda: [
+        "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
 
 
 # ---------------------------------------------------------------------------- checks
@@ -228,6 +232,31 @@ def _launcher_ok(path: str) -> str | None:
     return None
 
 
+def _foreign(path: str) -> str | None:
+    """Why an executable registered for GPUs is not nvhook's (None when it is)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    if head.startswith(b"#!") and b"nvhook" in head:
+        return None
+    return (f"{path} is not an nvhook launcher (NVIDIA's toolkit still installed? its "
+            "messages, e.g. `nvidia-container-cli: initialization error`, come from there)")
+
+
+def _registered(area: str, what: str, path: str, fix: str) -> list[Finding]:
+    """The line for one registration that points at ``path``."""
+    problem = _launcher_ok(path)
+    if problem:
+        return [Finding(FAIL, area, f"{what}: {problem}", fix)]
+    foreign = _foreign(path)
+    if foreign:
+        return [Finding(WARN, area, f"{what}: {foreign}", "install nvhook (its package "
+                        "replaces NVIDIA's), or point the registration at nvhook's launcher")]
+    return [Finding(OK, area, f"{what} -> {path}")]
+
+
 def _read_text(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8") as f:
@@ -242,29 +271,38 @@ def _toml(text: str) -> dict[str, Any]:
 
 
 def check_docker(paths: Paths) -> list[Finding]:
+    hook = next((os.path.join(d, "nvidia-container-runtime-hook") for d in paths.bin_dirs
+                 if os.access(os.path.join(d, "nvidia-container-runtime-hook"), os.X_OK)), "")
+    if hook:
+        out = _registered("docker", "`--gpus` hook (dockerd's PATH)", hook,
+                          "install nvhook's package")
+    else:
+        out = [Finding(WARN, "docker", "no nvidia-container-runtime-hook in "
+                       f"{':'.join(paths.bin_dirs)}: `docker run --gpus` fails with "
+                       "'could not select device driver \"\" with capabilities: [[gpu]]'",
+                       "install nvhook (python3 -m nvhook.install or the .deb), then restart "
+                       "dockerd: it looks for the hook once, at start")]
     text = _read_text(paths.docker)
     if text is None:
-        return [Finding(OK, "docker", f"no {paths.docker} (docker not configured here; "
-                        "`--gpus` needs only nvidia-container-runtime-hook on dockerd's PATH)")]
+        return out + [Finding(OK, "docker", f"no {paths.docker}: no runtime registered "
+                              "(`--runtime=nvidia` unavailable; `--gpus` uses the hook)")]
     try:
         data = json.loads(text)
         runtimes = data.get("runtimes", {}) if isinstance(data, dict) else None
     except ValueError as e:
-        return [Finding(FAIL, "docker", f"{paths.docker} is not valid JSON ({e}); dockerd "
-                        "will not start", "fix the file (nvhook runtime configure --runtime "
-                        "docker rewrites it)")]
+        return out + [Finding(FAIL, "docker", f"{paths.docker} is not valid JSON ({e}); "
+                              "dockerd will not start", "fix the file (nvhook runtime "
+                              "configure --runtime docker rewrites it)")]
     entry = runtimes.get(paths.runtime_name) if isinstance(runtimes, dict) else None
     if not isinstance(entry, dict):
-        return [Finding(WARN, "docker", f"{paths.docker} registers no runtime "
-                        f"'{paths.runtime_name}' (`docker run --runtime={paths.runtime_name}` "
-                        "fails; `--gpus` still works through the hook)",
-                        "nvhook runtime configure --runtime docker, then restart dockerd")]
-    problem = _launcher_ok(str(entry.get("path", "")))
-    if problem:
-        return [Finding(FAIL, "docker", f"runtime '{paths.runtime_name}' in {paths.docker}: "
-                        f"{problem}", "install nvhook, or nvhook runtime configure --runtime "
-                        "docker")]
-    return [Finding(OK, "docker", f"runtime '{paths.runtime_name}' -> {entry['path']}")]
+        return out + [Finding(WARN, "docker", f"{paths.docker} registers no runtime "
+                              f"'{paths.runtime_name}' (`docker run --runtime="
+                              f"{paths.runtime_name}` fails with 'unknown or invalid runtime "
+                              "name')", "nvhook runtime configure --runtime docker, then "
+                              "restart dockerd")]
+    return out + _registered("docker", f"runtime '{paths.runtime_name}' in {paths.docker}",
+                             str(entry.get("path", "")), "install nvhook, or nvhook runtime "
+                             "configure --runtime docker")
 
 
 def _cri_table(data: dict[str, Any]) -> dict[str, Any] | None:
@@ -297,14 +335,11 @@ def check_containerd(paths: Paths) -> list[Finding]:
                         "nvhook runtime configure --runtime containerd, then restart "
                         "containerd (docs/kubernetes.md)")]
     binary = str(entry.get("options", {}).get("BinaryName", ""))
-    problem = _launcher_ok(binary)
-    if problem:
-        return [Finding(FAIL, "containerd", f"runtime '{paths.runtime_name}' BinaryName: "
-                        f"{problem}", "install nvhook; set BinaryName to "
-                        "/usr/bin/nvidia-container-runtime")]
-    out = [Finding(OK, "containerd", f"CRI runtime '{paths.runtime_name}' -> {binary}"
-                   + (" (the default)" if cri and cri["containerd"].get(
-                       "default_runtime_name") == paths.runtime_name else ""))]
+    default = cri is not None and cri["containerd"].get(
+        "default_runtime_name") == paths.runtime_name
+    out = _registered("containerd", f"CRI runtime '{paths.runtime_name}' BinaryName"
+                      + (" (the default runtime)" if default else ""), binary,
+                      "install nvhook; set BinaryName to /usr/bin/nvidia-container-runtime")
     annotations = entry.get("container_annotations", [])
     if not any(str(a).startswith("cdi.k8s.io/") for a in annotations or []):
         out.append(Finding(WARN, "containerd", f"runtime '{paths.runtime_name}' does not pass "
@@ -335,11 +370,9 @@ def check_crio(paths: Paths) -> list[Finding]:
     if entry is None:
         return [Finding(WARN, "cri-o", f"no CRI-O runtime '{paths.runtime_name}'",
                         "nvhook runtime configure --runtime crio, then restart CRI-O")]
-    problem = _launcher_ok(str(entry.get("runtime_path", "")))
-    if problem:
-        return [Finding(FAIL, "cri-o", f"runtime '{paths.runtime_name}': {problem}",
-                        "install nvhook, or nvhook runtime configure --runtime crio")]
-    return [Finding(OK, "cri-o", f"runtime '{paths.runtime_name}' -> {entry['runtime_path']}")]
+    return _registered("cri-o", f"runtime '{paths.runtime_name}'",
+                       str(entry.get("runtime_path", "")),
+                       "install nvhook, or nvhook runtime configure --runtime crio")
 
 
 def _listdir(path: str) -> list[str]:
@@ -370,10 +403,8 @@ def check_podman(paths: Paths) -> list[Finding]:
             out.append(Finding(FAIL, "podman", f"{h} is not a valid OCI hook file",
                                "nvhook runtime configure --runtime podman rewrites it"))
             continue
-        problem = _launcher_ok(path)
-        out.append(Finding(FAIL, "podman", f"{h}: {problem}", "install nvhook, or nvhook "
-                           "runtime configure --runtime podman") if problem else
-                   Finding(OK, "podman", f"hook {h} -> {path}"))
+        out += _registered("podman", f"hook {h}", path,
+                           "install nvhook, or nvhook runtime configure --runtime podman")
     return out
 
 
@@ -507,7 +538,8 @@ def main(config_arg: str | None, args: list[str]) -> int:
         value = _take(args, option)
         if value is not None:
             setattr(paths, attr, value)
-    for option, attr in (("--hooks-dir", "hooks_dirs"), ("--spec-dir", "spec_dirs")):
+    for option, attr in (("--hooks-dir", "hooks_dirs"), ("--spec-dir", "spec_dirs"),
+                         ("--bin-dir", "bin_dirs")):
         values = []
         while (value := _take(args, option)) is not None:
             values.append(value)

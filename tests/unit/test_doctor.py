@@ -65,7 +65,7 @@ class Node:
         path = self.root / "bin/nvidia-container-runtime"
         if not path.exists():
             path.parent.mkdir(exist_ok=True)
-            for name in ("nvidia-container-runtime", "nvhook"):
+            for name in ("nvidia-container-runtime", "nvhook", "nvidia-container-runtime-hook"):
                 write_launcher(str(path.parent / name), PYTHON, module_dirs())
         return path
 
@@ -91,7 +91,8 @@ class Node:
                 "--hooks-dir", str(self.etc / "hooks.d"), "--spec-dir", str(self.cdi),
                 "--dev-char-path", str(self.dev / "char"),
                 "--cgroup-root", str(self.root / "cgroup"),
-                "--systemd-dir", str(self.root / "systemd")]
+                "--systemd-dir", str(self.root / "systemd"),
+                "--bin-dir", str(self.launcher_path().parent)]
 
     def doctor(self, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
         capsys.readouterr()
@@ -110,7 +111,7 @@ def test_a_healthy_node_is_all_ok(node: Node, capsys: pytest.CaptureFixture[str]
     assert all(line.startswith("ok ") for line in lines), "\n".join(lines)
     areas = [line.split()[1].rstrip(":") for line in lines]
     assert areas == ["config", "driver", "nvml", "persistence", "devices", "dev-char",
-                     "driver-root", "docker", "containerd", "cri-o", "podman", "cdi",
+                     "driver-root", "docker", "docker", "containerd", "cri-o", "podman", "cdi",
                      "cgroups"]
     assert any("580.159.04" in line for line in lines)
     # the command line gives the same
@@ -175,6 +176,10 @@ FAULTS: dict[str, tuple[Callable[[Node], None], str, str, str]] = {
         "FAIL", "docker", "not an executable file"),
     "containerd-binary": (lambda n: n.containerd("/nonexistent/shim", True), "FAIL",
                           "containerd", "BinaryName"),
+    "containerd-foreign": (lambda n: n.containerd("/bin/true", True), "warn", "containerd",
+                           "not an nvhook launcher"),
+    "no-gpus-hook": (lambda n: (n.launcher_path().parent / "nvidia-container-runtime-hook")
+                     .unlink(), "warn", "docker", "could not select device driver"),
     "containerd-annotations": (lambda n: n.containerd(str(n.launcher_path()), False), "warn",
                                "containerd", "cdi.k8s.io/*"),
     "crio": (lambda n: (n.etc / "crio.conf").write_text(
