@@ -5,6 +5,9 @@
 #
 #   tests/gpu/k8s_prepare.sh [--dest DIR]        (default: <repo>/.gpucarry)
 #
+# DIR at the top of a git checkout (e.g. /work/main/.gpucarry) is added to that
+# repository's .git/info/exclude, which every worktree of it shares.
+#
 #   debs/   Debian 12's containerd, runc, docker.io (`apt-get download`), slimmed: what the
 #           checks do not run is dropped (containerd-shim v1, dnet, ovrouter, docker-proxy,
 #           docs, init scripts) and the rest re-packed with xz -9, so that
@@ -67,9 +70,11 @@ compile_descriptors(Path(sys.argv[1]))" "$dest/cri.desc")
 # The device tool carries only ignored paths: keep the folder out of git (for every
 # worktree of this repository) without touching the tracked .gitignore.
 name=$(basename "$dest")
-if [ "$(dirname "$dest")" = "$repo" ] && ! git -C "$repo" check-ignore -q "$name"; then
-	exclude=$(git -C "$repo" rev-parse --git-common-dir)/info/exclude
-	case "$exclude" in /*) ;; *) exclude=$repo/$exclude ;; esac
+parent=$(cd "$(dirname "$dest")" && pwd)
+if top=$(git -C "$parent" rev-parse --show-toplevel 2>/dev/null) && [ "$top" = "$parent" ] \
+	&& ! git -C "$parent" check-ignore -q "$name"; then
+	exclude=$(git -C "$parent" rev-parse --git-common-dir)/info/exclude
+	case "$exclude" in /*) ;; *) exclude=$parent/$exclude ;; esac
 	run sh -c "echo '/$name/' >> '$exclude'"
 fi
 ls -l "$dest/debs" "$dest/wheels" "$dest/cri.desc"
