@@ -424,7 +424,7 @@ def check_cdi(inv: NvmlInfo | None, paths: Paths) -> list[Finding]:
         try:
             from nvhook.cdi import read_names
             kind, names = read_names(text)
-        except (ValueError, ImportError):
+        except ValueError:
             continue
         if not kind.startswith("nvidia.com/"):
             continue
