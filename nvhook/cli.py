@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 import sys
 
+from nvhook.argv import flag as _flag
+from nvhook.argv import no_extra as _no_extra
+from nvhook.argv import take as _take
 from nvhook.errors import NvhookError
 
 TYPE_CHECKING = False   # typing costs milliseconds to import; the hook must not pay them
@@ -47,6 +50,11 @@ commands:
                     [--set-as-default] [--dry-run] [--runtime-name N] [--runtime-path P]
                     [--hook-path P] [--hook-config F]
                                  register nvhook with an engine (docs/configure.md)
+  system create-dev-char-symlinks [--dev-root DIR] [--dev-char-path DIR] [--create-all]
+                    [--dry-run]  /dev/char/MAJ:MIN links for the NVIDIA nodes (runc with
+                                 systemd cgroups needs them; docs/kubernetes.md)
+  doctor [--json]                check this node: driver, nodes, engines, CDI, cgroups,
+                                 config; one line per finding with its fix
   version                        print the version
 
 options:
@@ -59,36 +67,6 @@ def _config(explicit: str | None) -> Config:
     from nvhook.config import load_config
     from nvhook.gate import config_file
     return load_config(config_file(explicit, os.environ))
-
-
-def _take(args: list[str], *names: str) -> str | None:
-    """Remove ``--name VALUE`` / ``--name=VALUE`` (also NVIDIA's single-dash form)."""
-    for i, a in enumerate(args):
-        for n in names:
-            if a == n:
-                if i + 1 >= len(args):
-                    raise NvhookError(f"option {n} needs a value", f"pass {n} VALUE")
-                value = args[i + 1]
-                del args[i:i + 2]
-                return value
-            if a.startswith(n + "="):
-                del args[i]
-                return a[len(n) + 1:]
-    return None
-
-
-def _flag(args: list[str], *names: str) -> bool:
-    for n in names:
-        if n in args:
-            args.remove(n)
-            return True
-    return False
-
-
-def _no_extra(args: list[str], command: str) -> None:
-    if args:
-        raise NvhookError(f"unexpected argument {args[0]!r} for '{command}'",
-                          "see `nvhook --help`")
 
 
 # ---------------------------------------------------------------------------- hook
@@ -107,6 +85,11 @@ def cmd_hook(config: Config, args: list[str]) -> int:
         return 0
     from nvhook.finish import main as finish_main
     return finish_main(config, args[1:], "hook finish")
+
+
+def cmd_system(config: Config, args: list[str]) -> int:
+    from nvhook.devchar import main as devchar_main
+    return devchar_main(config, args)
 
 
 def cmd_cdi(config: Config, args: list[str]) -> int:
@@ -231,6 +214,10 @@ def run(argv: Sequence[str]) -> int:
         return cmd_prestart(_config(config_arg), state_text)
     if command in HOOK_STAGES_NOOP:
         return 0
+    if command == "doctor":
+        # It checks the config itself: a broken file is one of its findings, not a crash.
+        from nvhook.doctor import main as doctor_main
+        return doctor_main(config_arg, rest)
     handler = COMMANDS.get(command)
     if handler is None:
         if as_hook:
@@ -249,6 +236,7 @@ COMMANDS: dict[str, Callable[[Config, list[str]], int]] = {
     "plan": cmd_plan,
     "hook": cmd_hook,
     "cdi": cmd_cdi,
+    "system": cmd_system,
 }
 
 

@@ -254,19 +254,44 @@ def prepare_create(create_args: Sequence[str], config_path: str | None, cwd: str
     from nvhook.gate import may_ask_for_gpus
 
     bundle = bundle_of(create_args, cwd)
-    if not may_ask_for_gpus(_state_text(bundle), config_path):
+    annotated = _has_cdi_annotations(bundle)
+    if not annotated and not may_ask_for_gpus(_state_text(bundle), config_path):
         return False
     from nvhook.config import load_config
-    from nvhook.hook import from_bundle
 
     config = load_config(config_path)
-    container, request = from_bundle(config, bundle, None)
+    from nvhook import oci
+    from nvhook.request import parse_request
+
+    container = oci.load_container_from_bundle(bundle, None)
+    request = None
+    if annotated:
+        # CDI annotations (the device plugin's cdi-annotations strategy, nvhook/cdiannot.py)
+        # win over the env; the hook cannot see them, so they are always written as spec edits.
+        from nvhook import cdiannot
+        from nvhook.record import replace
+
+        request = cdiannot.request_for(container, config, os.environ)
+        if request is not None:
+            config = replace(config, runtime_mode="spec")
+    if request is None:
+        request = parse_request(container, config)
     if request is None:
         return False
     spec = edited_spec(container, request, config, config_path)
     if spec == container.spec:   # e.g. hook mode, and docker --gpus put a hook in already
         return False
     return rewrite_spec(os.path.join(bundle, "config.json"), spec)
+
+
+def _has_cdi_annotations(bundle: str) -> bool:
+    """config.json holds a ``cdi.k8s.io/`` annotation key (bytes only; an unreadable file is
+    left to the gate, which sends it down the full path)."""
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            return b'"cdi.k8s.io/' in f.read()
+    except OSError:
+        return False
 
 
 def edited_spec(container: Container, request: Request, config: Config,
@@ -327,7 +352,8 @@ def main(argv: list[str]) -> int:
                                sys.argv[0] if sys.argv else "")
         index = find_command(argv)
         if index >= 0 and argv[index] == "create":
-            prepare_create(argv[index + 1:], config_path, os.getcwd())
+            with RuntimeLog(argv):
+                prepare_create(argv[index + 1:], config_path, os.getcwd())
         os.execv(runtime, [runtime, *argv])
     except NvhookError as e:
         report(argv, str(e))
@@ -337,22 +363,70 @@ def main(argv: list[str]) -> int:
     return 1
 
 
-def report(argv: Sequence[str], message: str) -> None:
-    """One line on stderr, and in the runtime log the engine reads (--log), as runc does:
-    containerd shows the last error logged there."""
-    sys.stderr.write(message + "\n")
+class RuntimeLog:
+    """While `create` is prepared, what nvhook writes to sys.stderr (warnings) goes to the
+    runtime's ``--log`` file instead: runc hands its stdio to the container on `create`, so
+    anything printed there would land in the workload's own log (`kubectl logs`). Without
+    --log (a runtime run by hand) stderr stays the terminal."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.argv = argv
+        self.log = global_option(argv, "log")
+        self.saved: Any = None
+        self.pending = ""
+
+    def __enter__(self) -> RuntimeLog:
+        if self.log:
+            self.saved, sys.stderr = sys.stderr, self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            sys.stderr = self.saved
+            self.saved = None
+            if self.pending:
+                self.write("\n")
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if line:
+                level = "warning" if ": warning: " in line else "info"
+                log_line(self.argv, level, line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def log_line(argv: Sequence[str], level: str, message: str) -> bool:
+    """One entry in the runtime log (--log) in its format (--log-format json or text), as
+    runc writes it: containerd and CRI-O show the last error logged there. False without
+    --log or when it cannot be written."""
     log = global_option(argv, "log")
     if not log:
-        return
+        return False
     try:
+        import time
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if global_option(argv, "log-format") == "json":
             import json
-            import time
-            line = json.dumps({"level": "error", "msg": message,
-                               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            line = json.dumps({"level": level, "msg": message, "time": stamp})
         else:
-            line = f"level=error msg={message!r}"
+            line = f"time={stamp!r} level={level} msg={message!r}"
         with open(log, "a", encoding="utf-8") as f:
             f.write(line + "\n")
     except OSError:
-        pass   # the message is on stderr already
+        return False
+    return True
+
+
+def report(argv: Sequence[str], message: str) -> None:
+    """One line in the runtime log the engine reads (--log); on stderr too, except for a
+    `create` that logged it (its stderr is the container's: the line would reach the
+    workload's log), so an engine without --log, or a person, still sees it."""
+    logged = log_line(argv, "error", message)
+    index = find_command(argv)
+    if not (logged and index >= 0 and argv[index] in ("create", "run")):
+        sys.stderr.write(message + "\n")

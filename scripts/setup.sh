@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   python3 python3-cffi python3-pyelftools python3-pyroute2                # nvhook itself
   python3-pip                                                             # ruff, mypy (below)
+  python3-grpcio python3-protobuf python3-grpc-tools                      # tests/cri (CRI client)
   gcc libc6-dev                                                           # the C helper
   python3-pytest python3-hypothesis python3-yaml gcc-multilib busybox-static runc  # tests, demo
   docker.io containerd podman crun conmon                                 # engine tests

@@ -322,9 +322,10 @@ def container_id(prefix: str) -> str:
 
 
 # ---------------------------------------------------------------------------- images
-def oci_archive(rootfs: Path, dest: Path, name: str) -> Path:
+def oci_archive(rootfs: Path, dest: Path, name: str, cmd: list[str] | None = None,
+                env: list[str] = ()) -> Path:  # type: ignore[assignment]
     """An OCI image layout tar of ``rootfs`` (one uncompressed layer) that `ctr image
-    import` reads; the image is called ``name``."""
+    import` reads; the image is called ``name``, runs ``cmd`` (sh) with ``env`` added."""
     blobs: dict[str, bytes] = {}
 
     def blob(data: bytes) -> dict[str, Any]:
@@ -338,7 +339,7 @@ def oci_archive(rootfs: Path, dest: Path, name: str) -> Path:
             t.add(entry, arcname=entry.name)
     layer_desc = blob(layer.getvalue())
     config = {"architecture": "amd64", "os": "linux",
-              "config": {"Env": [f"PATH={SYSTEM_PATH}"], "Cmd": ["sh"]},
+              "config": {"Env": [f"PATH={SYSTEM_PATH}", *env], "Cmd": cmd or ["sh"]},
               "rootfs": {"type": "layers", "diff_ids": [layer_desc["digest"]]}}
     config_desc = blob(json.dumps(config).encode())
     manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",

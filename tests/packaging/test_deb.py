@@ -140,6 +140,11 @@ def test_deb_holds_the_package_the_helper_the_launchers_and_the_config(built: Bu
     assert files[HELPER] == "-rwxr-xr-x"
     assert files[CONFIG] == "-rw-r--r--"
     assert files["/usr/share/man/man1/nvhook.1.gz"].startswith("-")
+    assert files["/usr/share/man/man1/nvidia-container-runtime.1.gz"].startswith("-")
+    # the udev rule that remakes /dev/char links when an NVIDIA module loads (devchar.py)
+    rules = [p for p in files if p.endswith("/rules.d/60-nvhook.rules")]
+    assert rules, sorted(p for p in files if "udev" in p)
+    assert "nvhook system create-dev-char-symlinks --create-all" in built.member(rules[0])
     assert "/usr/share/doc/nvhook/copyright" in files
     # Every module of the tree is shipped (pyproject's package list has not fallen behind)
     # and nothing lands in a python3.X-specific dir.
@@ -182,6 +187,8 @@ def test_deb_launchers_are_the_isolated_ones_nvhook_install_writes(built: Built)
 def test_lintian_reports_no_errors(built: Built) -> None:
     assert "build-deb: lintian reports no errors for nvhook_" in built.log
     assert not re.search(r"^E: ", built.log, flags=re.MULTILINE), built.log[-4000:]
+    # and no warning either (the last one was the shim's missing manual page)
+    assert not re.search(r"^W: ", built.log, flags=re.MULTILINE), built.log[-4000:]
 
 
 # ------------------------------------------------------------------ slow: install for real

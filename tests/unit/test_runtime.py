@@ -378,12 +378,35 @@ def test_errors_are_one_line_and_reach_the_runtime_log(shim: Shim, tmp_path: Pat
     p = shim.run(["--log", str(log), "--log-format", "json", "create", "--bundle", str(b), "x"],
                  spec_config)
     assert p.returncode == 1
-    lines = p.stderr.splitlines()
-    assert len(lines) == 1 and "GPU-deadbeef: unknown device" in lines[0] and "fix:" in lines[0]
+    # create's stderr is the container's (the workload's log): the line goes to --log only
+    assert p.stderr == ""
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(lines) == 1 and lines[0]["level"] == "error"
+    assert "GPU-deadbeef: unknown device" in lines[0]["msg"] and "fix:" in lines[0]["msg"]
     assert not (shim.recorder.parent / "argv").exists(), "the runtime ran after an error"
     assert (b / "config.json").read_bytes() == before
-    entry = json.loads(log.read_text().splitlines()[-1])
-    assert entry["level"] == "error" and entry["msg"] == lines[0]
+    p = shim.run(["create", "--bundle", str(b), "x"], spec_config)
+    assert p.returncode == 1 and len(p.stderr.splitlines()) == 1, "without --log: stderr"
+
+
+def test_warnings_during_create_go_to_the_runtime_log(shim: Shim, tmp_path: Path,
+                                                     fake_driver: FakeDriver) -> None:
+    """runc create hands its stdio to the container: a warning printed there would be in
+    the pod's log. It must be in --log (text and json formats) and nowhere else."""
+    config = shim.config("strict", "accept-nvidia-visible-devices-envvar-when-unprivileged = "
+                         "false\n" + fake_driver.config_path.read_text())
+    b = bundle(tmp_path, ["NVIDIA_VISIBLE_DEVICES=all"])
+    for fmt in ("json", "text"):
+        log = tmp_path / f"log.{fmt}"
+        p = shim.run(["--log", str(log), "--log-format", fmt, "create", "--bundle", str(b),
+                      "x"], config)
+        assert p.returncode == 7, p.stderr        # the recorder ran: the create went on
+        assert p.stdout == "" and p.stderr == "", "nvhook wrote to the container's stdio"
+        text = log.read_text()
+        assert "ignoring NVIDIA_VISIBLE_DEVICES in unprivileged container" in text
+        assert "warning" in text
+        if fmt == "json":
+            assert json.loads(text.splitlines()[0])["level"] == "warning"
 
 
 @pytest.mark.parametrize("runtimes, mode, message", [
