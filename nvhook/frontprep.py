@@ -1,4 +1,4 @@
-"""Facts for the front door (csrc/front.c) and the gate, prepared by Python from config.toml.
+"""Facts for the front door (csrc/front/front.c) and the gate, prepared by Python from config.toml.
 
 The front answers the containers that ask for nothing without an interpreter, and the gate
 (gate.py) without a TOML parser. What they need from the config (the byte strings whose
@@ -31,14 +31,14 @@ MAGIC = "nvhook-front 1"
 MAX_NEEDLES = 16
 MAX_RUNTIMES = 4               # entries kept, one per $PATH the shim was started with
 MAX_STATS = 48
-MAX_LINE = 4000                # the front's line buffer (csrc/front.c) is 4096 bytes
-# The request variables; the front's copy is csrc/front.c's BASE_NEEDLES (tests compare).
+MAX_LINE = 4000                # the front's line buffer (csrc/front/front.c) is 4096 bytes
+# The request variables; the front's copy is csrc/front/front.c's BASE_NEEDLES (tests compare).
 BASE_NEEDLES = ("NVIDIA_VISIBLE_DEVICES", "CUDA_VERSION")
 VOLUME_MOUNT_NEEDLE = "nvidia-container-devices"   # request.VOLUME_MOUNT_ROOT's last part
 
 
 def facts_path(config_path: str | None, directory: str = FRONT_DIR) -> str:
-    """Where the facts for ``config_path`` live (csrc/front.c computes the same name)."""
+    """Where the facts for ``config_path`` live (csrc/front/front.c computes the same name)."""
     from zlib import crc32
     text = os.path.abspath(config_path) if config_path else ""
     data = text.encode("utf-8", "surrogateescape")
@@ -71,7 +71,7 @@ def _plain(text: str) -> bool:
 
 
 class Facts:
-    """The parsed facts file (only the parts Python uses; csrc/front.c reads the rest)."""
+    """The parsed facts file (only the parts Python uses; csrc/front/front.c reads the rest)."""
     __slots__ = ("key", "needles", "doubt", "runtimes")
 
     def __init__(self, key: str, needles: tuple[str, ...], doubt: bool,
