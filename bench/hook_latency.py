@@ -645,7 +645,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         fake_proc = str(drv.proc_driver_dir)
     elif opts.hook_config:
         config, driver = opts.hook_config.resolve(), f"config {opts.hook_config}"
-        nvidia_root = opts.nvidia_root or "/"
+        from nvhook.config import load_config
+        given = load_config(str(config))
+        nvidia_root = opts.nvidia_root or given.driver_root
+        if given.proc_root != "/proc":      # a fake driver's /proc: give it to NVIDIA's CLI
+            fake_proc = os.path.join(given.proc_root, "driver", "nvidia")
     else:
         root = opts.driver_root
         if root == "auto":

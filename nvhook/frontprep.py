@@ -21,6 +21,7 @@ facts send the front to Python, which writes them afresh.
 from __future__ import annotations
 
 import os
+import stat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,12 +38,17 @@ BASE_NEEDLES = ("NVIDIA_VISIBLE_DEVICES", "CUDA_VERSION")
 VOLUME_MOUNT_NEEDLE = "nvidia-container-devices"   # request.VOLUME_MOUNT_ROOT's last part
 
 
-def facts_path(config_path: str | None, directory: str = FRONT_DIR) -> str:
-    """Where the facts for ``config_path`` live (csrc/front/front.c computes the same name)."""
+def cache_path(config_path: str | None, kind: str, suffix: str) -> str:
+    """The front's file of ``kind`` for ``config_path`` (csrc/front/front.c's cache_name)."""
     from zlib import crc32
     text = os.path.abspath(config_path) if config_path else ""
     data = text.encode("utf-8", "surrogateescape")
-    return os.path.join(directory, f"front-{crc32(data):08x}{crc32(data[::-1]):08x}.facts")
+    return os.path.join(FRONT_DIR, f"{kind}-{crc32(data):08x}{crc32(data[::-1]):08x}.{suffix}")
+
+
+def facts_path(config_path: str | None) -> str:
+    """Where the facts for ``config_path`` live."""
+    return cache_path(config_path, "front", "facts")
 
 
 def file_key(path: str | None) -> str | None:
@@ -89,18 +95,25 @@ class Facts:
         return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
 
 
-def read(config_path: str | None, key: str) -> Facts | None:
-    """The facts for ``config_path`` if present, trusted and made for identity ``key``."""
+def read_trusted(path: str) -> bytes | None:
+    """A file of ours (owned by us, writable by no one else, not a link), or None."""
     try:
-        fd = os.open(facts_path(config_path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
-            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022 or not stat.S_ISREG(st.st_mode):
                 return None
-            text = f.read(1 << 20).decode("utf-8", "surrogateescape")
+            return f.read(1 << 20)
     except OSError:
         return None
-    lines = text.split("\n")
+
+
+def read(config_path: str | None, key: str) -> Facts | None:
+    """The facts for ``config_path`` if present, trusted and made for identity ``key``."""
+    data = read_trusted(facts_path(config_path))
+    if data is None:
+        return None
+    lines = data.decode("utf-8", "surrogateescape").split("\n")
     if lines[:2] != [MAGIC, f"config {key}"]:
         return None
     needles: list[str] = []

@@ -53,6 +53,56 @@ int front_spec_may_ask(const char *spec, size_t n, const struct front_str *needl
 /* Parse a facts file (nvhook/frontprep.py's format). 0 on success, -1 if malformed. */
 int front_parse_facts(const char *buf, size_t n, struct front_facts *out);
 
+#define FRONT_MAX_ENV 64
+#define FRONT_VIEW_SPEC 1
+#define FRONT_VIEW_STATE 2
+
+/* What the memo replay reads from config.json (process.env's NVIDIA_* and CUDA_* entries,
+ * root.path) or from the state (pid, bundle, bundlePath, a crun "root"), by a strict JSON
+ * walk: raw strings, so any escape in them sends the case to Python. */
+struct front_view {
+	struct front_str env[FRONT_MAX_ENV];
+	size_t nenv;
+	int has_process, has_env;
+	struct front_str root_path;
+	long long pid;                 /* -1: absent, negative, fractional or huge */
+	struct front_str bundle, bundle_path;
+	int state_root;
+};
+
+/* 0 when buf is one JSON object and the view was taken; -1 invalid JSON; -2 valid or not,
+ * a case for Python (escapes where names matter, repeated keys, depth, non-ASCII...). */
+int front_view(const char *buf, size_t n, int kind, struct front_view *v);
+
+#define FRONT_MAX_MEMOS 4
+#define FRONT_MAX_CHECKS 160
+
+/* One host fact Python's decision rested on: "read HEX PATH" (the file's bytes), "list HEX
+ * PATH" (the sorted names, a "/" after each directory's, NUL-separated), "stat SIG PATH". */
+struct front_check {
+	struct front_str kind, expected, path;
+};
+
+struct front_memo_entry {
+	struct front_str layout, helper, body;   /* body: hex of the helper input's plan part */
+	struct front_str env[FRONT_MAX_ENV];
+	size_t nenv;
+	struct front_check checks[FRONT_MAX_CHECKS];
+	size_t nchecks;
+};
+
+/* nvhook/memo.py's file: "nvhook-memo 1", "config KEY", then entries. */
+struct front_memo {
+	struct front_str key;
+	struct front_memo_entry entries[FRONT_MAX_MEMOS];
+	size_t nentries;
+};
+
+int front_parse_memo(const char *buf, size_t n, struct front_memo *m);
+
+/* Lower-case hex to bytes; -1 if malformed or longer than cap. */
+int front_unhex(struct front_str hex, char *out, size_t cap, size_t *len);
+
 /* zlib's crc32 of buf, in forward or (reverse != 0) reverse byte order. */
 uint32_t front_crc32(const char *buf, size_t n, int reverse);
 

@@ -414,6 +414,10 @@ def test_fuzz_the_fronts_scanners(tmp_path: Path) -> None:
     corpus.mkdir()
     (corpus / "state").write_text('{"ociVersion":"1.0.2","id":"c","bundle":"/b\\/x","pid":1}')
     (corpus / "spec").write_text('{"process":{"env":["NVIDIA_VISIBLE_DEVICES=all"]}}')
+    (corpus / "json").write_text('{"process":{"env":["NVIDIA_X=1","A=b"],"args":[1,-2.5e3,true,'
+                                 'null,{}]},"root":{"path":"rootfs"},"pid":42}')
+    (corpus / "memo").write_text("nvhook-memo 1\nconfig none\nentry\nlayout *\nhelper /h\n"
+                                 "env NVIDIA_X=1\ncheck read 61 /p\nbody 0a\n")
     (corpus / "facts").write_text("nvhook-front 1\nconfig 1 2 3 4\nneedle X\nruntime /bin\n"
                                   "exec /usr/bin/runc\nstat - /usr/bin\n")
     p = subprocess.run([str(fuzzer), "-max_total_time=20", "-timeout=5", str(corpus)],
