@@ -598,12 +598,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def cold_caches(config: Path) -> Any:
     """A callable that empties nvhook's caches for this config (plan, NVML, config, the
-    front's facts): the next hook starts as the first one after a boot."""
-    from nvhook import frontprep
+    front's facts and memo): the next hook starts as the first one after a boot."""
+    from nvhook import frontprep, memo
     from nvhook.config import _cache_file, load_config
 
     cache_dir = load_config(str(config)).cache_dir
-    files = [_cache_file("/run/nvhook", str(config)), frontprep.facts_path(str(config))]
+    files = [_cache_file("/run/nvhook", str(config)), frontprep.facts_path(str(config)),
+             memo.memo_path(str(config))]
 
     def clear() -> None:
         for f in files:
