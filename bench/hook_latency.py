@@ -430,13 +430,15 @@ def profile(bench: Bench, nvhook: Variant, config: Path, runs: int,
         m = re.match(r"nvhook-helper: (\S+)\s.*?([\d.]+) ms$", line)
         if m:
             steps.setdefault(m.group(1), []).append(float(m.group(2)))
-    # The interpreter the launcher names, started the way the launcher starts it.
-    python = Path(nvhook.hook["path"]).read_text().splitlines()[0][2:].split()[0]
+    # The interpreter the launcher names, started the way the launcher starts it. The hook
+    # is the front door (C) when installed by nvhook.install: its launcher is in libexec/py.
+    launcher = python_launcher(nvhook.hook["path"])
+    python = launcher.read_text().splitlines()[0][2:].split()[0]
     # Runs with -X importtime (through sh, to keep its stderr, which runc drops).
     imports_log = prof / "importtime.log"
     script = f'exec "$0" -X importtime -I -S "$@" 2>>{shlex.quote(str(imports_log))}'
     traced = {"path": "/bin/sh",
-              "args": ["sh", "-c", script, python, nvhook.hook["path"], *nvhook.hook["args"][1:]],
+              "args": ["sh", "-c", script, python, str(launcher), *nvhook.hook["args"][1:]],
               "env": nvhook.hook["env"]}
     between("importtime", [traced])
     imports = parse_importtime(imports_log.read_text() if imports_log.exists() else "")
@@ -451,6 +453,20 @@ def profile(bench: Bench, nvhook: Variant, config: Path, runs: int,
             "python_start_p50_ms": percentile(starts, 50), "python": python,
             "helper_steps_p50_ms": {k: percentile(v, 50) for k, v in steps.items()},
             "imports": imports}
+
+
+def python_launcher(hook: str) -> Path:
+    """The Python launcher behind ``hook``: the hook itself, or for the front door the
+    launcher of the same name in <prefix>/libexec/py (nvhook.install --helper-dir
+    PREFIX/libexec, as here and in tests/gpu/run.sh) or /usr/libexec/nvhook/py."""
+    path = Path(hook)
+    if path.read_bytes()[:4] != b"\x7fELF":
+        return path
+    for candidate in (path.parent.parent / "libexec/py" / path.name,
+                      Path("/usr/libexec/nvhook/py") / path.name):
+        if candidate.is_file():
+            return candidate
+    raise SystemExit(f"hook_latency: no Python launcher found for the front door {hook}")
 
 
 def parse_importtime(text: str) -> dict[str, Any]:
