@@ -5,6 +5,7 @@ over to with ones that fail: a container that still starts, with its GPUs, was s
 the front alone."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -179,3 +180,36 @@ def test_odd_config_json_goes_to_python(front: Front) -> None:
         spec["annotations"] = {"x": "\u00e9"}     # non-ASCII in config.json
     _falls_back(front, edit=escaped_state_key)
 
+
+
+def test_replay_gives_the_helper_what_python_gave_it(front: Front, tmp_path: Path) -> None:
+    """Byte for byte: the helper input the front writes on a replay is the one Python wrote
+    (header: version, pid, rootfs, owner; body: the plan)."""
+    inputs = tmp_path / "inputs"
+    recorder = tmp_path / "recorder"
+    recorder.write_text(f"#!/bin/sh\nexec /bin/cat >> {inputs}\n")
+    recorder.chmod(0o755)
+    config = tmp_path / "config.toml"
+    config.write_text(front.hooked.config.read_text().replace(
+        f'helper = "{front.hooked.helper}"', f'helper = "{recorder}"'))
+    bundle = tmp_path / "bundle"
+    shutil.copytree(front.hooked.rootfs, bundle / "rootfs", symlinks=True)
+    (bundle / "config.json").write_text(json.dumps({
+        "ociVersion": "1.0.2", "root": {"path": "rootfs"},
+        "process": {"args": ["true"], "env": ["PATH=/bin", *GPU]}}))
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        state = json.dumps({"ociVersion": "1.0.2", "id": "x", "pid": sleeper.pid,
+                            "bundle": str(bundle), "status": "created"})
+        args = [str(front.front), "--config", str(config), "prestart"]
+        assert subprocess.run(args, input=state, text=True).returncode == 0      # Python
+        python_input = inputs.read_text()
+        inputs.unlink()
+        with front.python_off():
+            p = subprocess.run(args, input=state, text=True, capture_output=True)
+        assert p.returncode == 0, p.stderr
+    finally:
+        sleeper.kill()
+    assert python_input.startswith(f"version\t1\npid\t{sleeper.pid}\nrootfs\t{bundle}/rootfs\n")
+    assert "owner\t" in python_input and python_input.endswith("end\n")
+    assert inputs.read_text() == python_input
