@@ -110,10 +110,10 @@ def hook_prestart(config: Config, stdin_text: str) -> int:
     body, key, checks = None, None, None
     if config.cache_dir:
         from nvhook import plancache
-        key = plancache.cache_key(config, request, layout)
+        found = memo.host_checks(config) if memo.eligible(config, container) else None
+        checks = found[0] if found else None
+        key = plancache.cache_key(config, request, layout, found[0][:found[1]] if found else None)
         body = plancache.load(config.cache_dir, key)
-        if memo.eligible(config, container):
-            checks = memo.host_checks(config)
     if body is None:
         from nvhook.decide import plan_container
         body = apply.plan_body(plan_container(config, container, request, hot=True,

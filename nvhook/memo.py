@@ -91,13 +91,15 @@ def eligible(config: Config, container: Container) -> bool:
         and root is None and bool(container.rootfs)
 
 
-def host_checks(config: Config) -> list[tuple[str, str, str]] | None:
+def host_checks(config: Config) -> tuple[list[tuple[str, str, str]], int] | None:
     """Every host input of the plan with its value now (taken before the plan is made: an
-    input that changes meanwhile then fails its check), plus the helper and the ldconfig."""
+    input that changes meanwhile then fails its check), plus the helper and the ldconfig;
+    and how many of them, first, are plancache.host_inputs' (its key's host state)."""
     from nvhook import apply, plancache
     from nvhook.errors import NvhookError
 
     inputs = plancache.host_inputs(config)
+    count = len(inputs)
     try:
         helper = apply.find_helper(config)
     except NvhookError:
@@ -108,11 +110,11 @@ def host_checks(config: Config) -> list[tuple[str, str, str]] | None:
     if not config.helper:     # find_helper's search: a helper appearing earlier wins
         inputs += [("stat", apply.LIBEXEC_HELPER), ("stat", apply.REPO_HELPER)]
     checks = []
-    for kind, path in dict.fromkeys(inputs):
+    for kind, path in inputs:
         if "\n" in path or "\0" in path or not path:
             return None
         checks.append((kind, plancache.evaluate(kind, path), path))
-    return checks if len(checks) <= MAX_CHECKS else None
+    return (checks, count) if len(checks) <= MAX_CHECKS else None
 
 
 def record(config: Config, container: Container, layout: Layout | None,
@@ -138,7 +140,12 @@ def record(config: Config, container: Container, layout: Layout | None,
             return
         entry = (layout_text(layout), helper, env, tuple(checks),
                  body.encode("utf-8", "surrogateescape").hex())
-    entries = [e for e in _read(config_path, key) if e[:3] != entry[:3]] + [entry]
+    from nvhook.frontprep import read_trusted
+    data = read_trusted(memo_path(config_path))
+    text = data.decode("utf-8", "surrogateescape") if data is not None else ""
+    if text.startswith(f"{MAGIC}\nconfig {key}\n") and "\n" + _entry_text(entry) in text:
+        return      # recorded already, every value the same: no parse, no write
+    entries = [e for e in _parse(text, key) if e[:3] != entry[:3]] + [entry]
     data = _render(key, entries[-MAX_ENTRIES:])
     if len(data) > MAX_BYTES:
         return
@@ -149,23 +156,23 @@ def record(config: Config, container: Container, layout: Layout | None,
         pass
 
 
+def _entry_text(entry: Entry) -> str:
+    layout, helper, env, checks, body = entry
+    lines = ["entry", f"layout {layout}", f"helper {helper}"]
+    lines += [f"env {e}" for e in env]
+    lines += [f"check {k} {v} {p}" for k, v, p in checks]
+    lines.append(f"body {body}")
+    return "\n".join(lines) + "\n"
+
+
 def _render(key: str, entries: list[Entry]) -> bytes:
-    lines = [MAGIC, f"config {key}"]
-    for layout, helper, env, checks, body in entries:
-        lines += ["entry", f"layout {layout}", f"helper {helper}"]
-        lines += [f"env {e}" for e in env]
-        lines += [f"check {k} {v} {p}" for k, v, p in checks]
-        lines.append(f"body {body}")
-    return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+    text = f"{MAGIC}\nconfig {key}\n" + "".join(_entry_text(e) for e in entries)
+    return text.encode("utf-8", "surrogateescape")
 
 
-def _read(config_path: str | None, key: str) -> list[Entry]:
+def _parse(text: str, key: str) -> list[Entry]:
     """The entries already recorded for this config identity (none if stale or untrusted)."""
-    from nvhook.frontprep import read_trusted
-    data = read_trusted(memo_path(config_path))
-    if data is None:
-        return []
-    lines = data.decode("utf-8", "surrogateescape").split("\n")
+    lines = text.split("\n")
     if lines[:2] != [MAGIC, f"config {key}"]:
         return []
     entries: list[Entry] = []

@@ -96,16 +96,20 @@ def evaluate(kind: str, path: str) -> str:
         return "-"
 
 
-def host_state(config: Config) -> bytes:
-    """What the plan is made from, as bytes that change when any of it changes."""
-    return "\1".join(f"{k} {p} {evaluate(k, p)}" for k, p in host_inputs(config)).encode(
-        "utf-8", "surrogateescape")
+def host_state(config: Config,
+               values: list[tuple[str, str, str]] | None = None) -> bytes:
+    """What the plan is made from, as bytes that change when any of it changes; ``values``:
+    host_inputs already evaluated, as (kind, value, path) (memo.host_checks' first ones)."""
+    if values is None:
+        values = [(k, evaluate(k, p), p) for k, p in host_inputs(config)]
+    return "\1".join(f"{k} {p} {v}" for k, v, p in values).encode("utf-8", "surrogateescape")
 
 
-def cache_key(config: Config, request: Request, layout: Layout) -> str:
+def cache_key(config: Config, request: Request, layout: Layout,
+              values: list[tuple[str, str, str]] | None = None) -> str:
     return "\n".join((f"v{VERSION}", repr(config), request_text(request),
                       f"{layout.lib_dir}|{layout.lib32_dir}",
-                      host_state(config).decode("utf-8", "backslashreplace")))
+                      host_state(config, values).decode("utf-8", "backslashreplace")))
 
 
 def _path(cache_dir: str, key: str) -> str:
