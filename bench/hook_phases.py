@@ -8,6 +8,11 @@ medians of the rest are printed. The helper's own steps are timed by
 hook_latency.py --profile.
 
     python3 bench/hook_phases.py --config FILE [--runs 30] [--devices all]
+    python3 bench/hook_phases.py --config FILE --cold     # every cache emptied before each run
+
+With --cold every run is the first GPU container after a boot or a driver change: the
+config, NVML and plan caches and the front door's facts and memo are removed first, and the
+decision is split further (discovery, and NVML's part of it).
 """
 from __future__ import annotations
 
@@ -34,6 +39,19 @@ config = cli._config(CONFIG)
 t_config = time.perf_counter()
 from nvhook import apply
 t_apply = time.perf_counter()
+spent = {"discover": 0.0, "nvml": 0.0}
+def timing(name, fn):
+    def wrapped(*a, **k):
+        t = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            spent[name] += (time.perf_counter() - t) * 1e3
+    return wrapped
+if COLD:   # discovery runs: time it and NVML's part (the imports here would cost a warm run)
+    import nvhook.inventory, nvhook.inventory.nvml
+    nvhook.inventory.discover = timing("discover", nvhook.inventory.discover)
+    nvhook.inventory.nvml.query = timing("nvml", nvhook.inventory.nvml.query)
 bodies = []
 apply.apply_body = lambda body, container, config: bodies.append(body)   # no helper run
 hook.prestart(config, state)
@@ -42,7 +60,8 @@ assert bodies and bodies[0].endswith("end\n")
 ms = lambda a, b: round((b - a) * 1e3, 3)
 print({"imports": ms(t0, t_imports) + ms(t_config, t_apply), "gate": ms(t_imports, t_gate),
        "config": ms(t_gate, t_config), "decide": ms(t_apply, t_decide),
-       "total": ms(t0, t_decide)})
+       "  of which discover": round(spent["discover"], 3),
+       "    of which nvml": round(spent["nvml"], 3), "total": ms(t0, t_decide)})
 """
 
 
@@ -54,7 +73,11 @@ def main() -> int:
     ap.add_argument("--python", default="/usr/bin/python3")
     ap.add_argument("--path", action="append", default=[],
                     help="extra sys.path entries (e.g. where cffi lives)")
+    ap.add_argument("--cold", action="store_true",
+                    help="empty every cache before each run (the first container)")
     opts = ap.parse_args()
+    sys.path[:0] = [REPO, *opts.path]
+    clear = cold_caches(opts.config) if opts.cold else None
     with tempfile.TemporaryDirectory() as bundle:
         os.makedirs(os.path.join(bundle, "rootfs/etc"))
         with open(os.path.join(bundle, "rootfs/etc/debian_version"), "w") as f:
@@ -66,17 +89,29 @@ def main() -> int:
         state = json.dumps({"ociVersion": "1.0.2", "id": "x", "pid": os.getpid(),
                             "bundle": bundle, "status": "creating"})
         code = (CHILD.replace("PATHS", repr([REPO, *opts.path]))
-                .replace("STATE", repr(state)).replace("CONFIG", repr(opts.config)))
+                .replace("STATE", repr(state)).replace("CONFIG", repr(opts.config))
+                .replace("COLD", repr(opts.cold)))
         samples: dict[str, list[float]] = {}
         for _ in range(opts.runs + 2):
+            if clear:
+                clear()
             out = subprocess.run([opts.python, "-IS", "-c", code], capture_output=True,
                                  text=True, check=True).stdout
             for k, v in eval(out).items():  # noqa: S307 - our own child's dict literal
                 samples.setdefault(k, []).append(v)
-    print(f"hook phases, median of {opts.runs} fresh interpreters (first 2 runs dropped), ms:")
+    print(f"hook phases{', every cache emptied first' if opts.cold else ''}, median of "
+          f"{opts.runs} fresh interpreters (first 2 runs dropped), ms:")
     for k, v in samples.items():
         print(f"  {k:<14} {statistics.median(v[2:]):7.2f}")
     return 0
+
+
+def cold_caches(config_path: str):  # type: ignore[no-untyped-def]
+    """hook_latency's: every cache of this config removed."""
+    from pathlib import Path
+
+    from bench.hook_latency import cold_caches as clear
+    return clear(Path(config_path))
 
 
 if __name__ == "__main__":

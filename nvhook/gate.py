@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import os
 
+from nvhook.hostlayout import DEFAULT_CONFIG_PATH
+
 TYPE_CHECKING = False   # collections.abc / typing would cost the hot path milliseconds
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-DEFAULT_CONFIG_PATH = "/etc/nvhook/config.toml"
-
 # Every way a container can ask (request.py): the variable itself, the legacy CUDA_VERSION
-# rule, and two config settings that name other sources (swarm variables, volume mounts).
+# rule, and two config settings that name other sources (swarm variables, volume mounts):
+# frontprep.gate_needles adds those only when the config really sets them.
 REQUEST_VARIABLES = frozenset({"NVIDIA_VISIBLE_DEVICES", "CUDA_VERSION"})
-SOURCE_SETTINGS = ("swarm-resource", "accept-nvidia-visible-devices-as-volume-mounts")
 
 
 def config_file(explicit: str | None, environ: Mapping[str, str]) -> str | None:
@@ -64,12 +64,8 @@ def may_ask_for_gpus(state_text: str, config_path: str | None) -> bool:
         return True
     if b"\\u" in spec or any(name.encode() in spec for name in REQUEST_VARIABLES):
         return True
-    if config_path:
-        try:
-            with open(config_path, encoding="utf-8", errors="replace") as f:
-                text = f.read()
-        except OSError:
-            return True
-        if any(key in text for key in SOURCE_SETTINGS):
-            return True
-    return False
+    from nvhook.frontprep import gate_needles
+
+    needles = gate_needles(config_path)
+    return needles is None or any(n.encode("utf-8", "surrogateescape") in spec
+                                  for n in needles)

@@ -18,21 +18,27 @@ if TYPE_CHECKING:
 
 
 def prestart(config: Config, state_text: str) -> None:
-    """Inject what the container asks for; nothing when it asks for no GPU."""
-    from nvhook import oci
+    """Inject what the container asks for; nothing when it asks for no GPU. Either way the
+    decision is memoized for the front door (nvhook/memo.py, csrc/front/), which replays it
+    without Python while every input it was made from is unchanged."""
+    from nvhook import memo, oci
     from nvhook.request import parse_request
 
     container = oci.load_container(oci.parse_state(state_text))
     request = parse_request(container, config)
     if request is None:
+        memo.record(config, container, None, None, None)
         return
     from nvhook import apply
     apply.require_host_pid(container)   # before any work: a createContainer hook fails fast
     layout = layout_of(config, container)
-    body, key = None, None
+    body, key, checks = None, None, None
     if config.cache_dir:   # the plan part of the helper's input, kept while its inputs hold
         from nvhook import plancache
-        key = plancache.cache_key(config, request, layout)
+        found = memo.host_checks(config) if memo.eligible(config, container) else None
+        checks = found[0] if found else None
+        key = plancache.cache_key(config, request, layout,
+                                  found[0][:found[1]] if found else None)
         body = plancache.load(config.cache_dir, key)
     if body is None:
         plan = decide(config, container, request, hot=True, layout=layout)
@@ -40,6 +46,8 @@ def prestart(config: Config, state_text: str) -> None:
         if key is not None:
             plancache.store(config.cache_dir, key, body)
     apply.apply_body(body, container, config)
+    if checks is not None:
+        memo.record(config, container, layout, checks, body)
 
 
 def layout_of(config: Config, container: Container) -> Layout:

@@ -26,6 +26,9 @@ _TRIPLETS32 = {
     "x86_64": "i386-linux-gnu",
 }
 
+# nvhook's own config file when neither --config nor NVHOOK_CONFIG names one.
+DEFAULT_CONFIG_PATH = "/etc/nvhook/config.toml"
+
 # The NVML library by its SONAME: what discovery looks up and what containers dlopen.
 NVML_LIBRARY = "libnvidia-ml.so.1"
 
@@ -106,8 +109,6 @@ def hook_config_args(config_path: str | None) -> list[str]:
     """`--config FILE` for the hooks nvhook writes into specs, unless the default file is
     meant: crun and youki run hooks with an empty environment, so NVHOOK_CONFIG would not
     reach them."""
-    from nvhook.gate import DEFAULT_CONFIG_PATH
-
     if not config_path or os.path.abspath(config_path) == DEFAULT_CONFIG_PATH:
         return []
     return ["--config", os.path.abspath(config_path)]

@@ -1,4 +1,9 @@
-"""The install step: build the C helper and write the launchers that runtimes execute.
+"""The install step: build the C helper and the front door, and write the launchers.
+
+Engines execute the front door (csrc/front/, a small C program) under the names they know
+(nvidia-container-runtime-hook, nvidia-container-toolkit, nvidia-container-runtime) and as
+`nvhook`; it answers the containers that ask for nothing and hands every other case to the
+Python launcher of the same name in the private directory ``<helper-dir>/py``.
 
 A launcher is a short Python script started with ``-I -S`` (isolated, no site): the
 runtime's environment (PYTHONPATH, PYTHONHOME, user site) cannot change what it imports,
@@ -8,6 +13,7 @@ standard library's own (so no directory can shadow a standard module, and the st
 library's imports do not search them first).
 
     python3 -m nvhook.install [--prefix /usr/local] [--helper-dir DIR] [--python PATH]
+                              [--no-front]   # the Python launchers under the public names
 """
 from __future__ import annotations
 
@@ -19,7 +25,13 @@ import sys
 
 HOOK_ALIASES = ("nvidia-container-runtime-hook", "nvidia-container-toolkit",
                 "nvidia-container-runtime")
+ENTRY_NAMES = ("nvhook",) + HOOK_ALIASES
 DEFAULT_HELPER_DIR = "/usr/libexec/nvhook"
+
+
+def python_dir(helper_dir: str) -> str:
+    """The private directory of the Python launchers the front door hands over to."""
+    return os.path.join(helper_dir, "py")
 
 
 def module_dirs() -> list[str]:
@@ -67,6 +79,19 @@ def build_helper(source_dir: str, output: str) -> None:
                    cwd=os.path.dirname(source_dir))
 
 
+def build_front(source_dir: str, output: str, pydir: str) -> None:
+    """Compile the front door into ``output``, handing over to launchers in ``pydir``."""
+    subprocess.run(["sh", os.path.join(source_dir, "build-front.sh"), output, pydir],
+                   check=True, cwd=os.path.dirname(source_dir))
+
+
+def install_front(front: str, path: str) -> None:
+    """A copy (not a link: NVIDIA's packages remove links of these names on purge)."""
+    from nvhook import atomicfile
+    with open(front, "rb") as f:
+        atomicfile.replace(path, f.read(), mode=0o755)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m nvhook.install")
     parser.add_argument("--prefix", default="/usr/local",
@@ -75,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter the launchers use (default: this one)")
     parser.add_argument("--no-helper", action="store_true", help="skip compiling the helper")
+    parser.add_argument("--no-front", action="store_true",
+                        help="no front door: the Python launchers under the public names")
     opts = parser.parse_args(argv)
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,10 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     bindir = os.path.join(opts.prefix, "bin")
     os.makedirs(bindir, exist_ok=True)
     dirs = module_dirs()
-    for name in ("nvhook",) + HOOK_ALIASES:
-        path = os.path.join(bindir, name)
+    pydir = python_dir(opts.helper_dir)
+    launchers = bindir if opts.no_front else pydir
+    for name in ENTRY_NAMES:
+        path = os.path.join(launchers, name)
         write_launcher(path, opts.python, dirs)
         print(f"wrote {path}")
+    if not opts.no_front:
+        front = os.path.join(opts.helper_dir, "nvhook-front")
+        build_front(csrc, front, pydir)
+        for name in ENTRY_NAMES:
+            install_front(front, os.path.join(bindir, name))
+            print(f"wrote {os.path.join(bindir, name)} (the front door)")
     return 0
 
 

@@ -31,23 +31,7 @@ if TYPE_CHECKING:
     from nvhook.model import Request
     from nvhook.rootfs import Layout
 
-VERSION = 1
-
-
-def _stat(path: str) -> str:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return f"{path}:-"
-    return f"{path}:{st.st_dev}:{st.st_ino}:{st.st_mode:o}:{st.st_size}:{st.st_mtime_ns}"
-
-
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return b"-"
+VERSION = 2
 
 
 def request_text(request: Request) -> str:
@@ -58,22 +42,25 @@ def request_text(request: Request) -> str:
                      request.source, str(request.legacy_image)))
 
 
-def host_state(config: Config) -> bytes:
-    """What the plan is made from, as bytes that change when any of it changes."""
+def host_inputs(config: Config) -> list[tuple[str, str]]:
+    """What the plan is made from, as (kind, path): "read" a file's bytes, "list" a
+    directory's names, "stat" a path's identity (nvhook/memo.py hands the same list to the
+    front door, which checks it without Python)."""
     proc = proc_driver_dir(config.proc_root)
-    parts = [_read(os.path.join(proc, "version")), _read(os.path.join(config.proc_root,
-                                                                     "devices"))]
     gpus = os.path.join(proc, "gpus")
+    items = [("read", os.path.join(proc, "version")),
+             ("read", os.path.join(config.proc_root, "devices")), ("list", gpus)]
     try:
         names = sorted(os.listdir(gpus))
     except OSError:
         names = []
-    for name in names:
-        parts.append(name.encode() + b"\0" + _read(os.path.join(gpus, name, "information")))
+    items += [("read", os.path.join(gpus, name, "information")) for name in names]
     caps = os.path.join(proc, "capabilities")
-    for top, dirs, files in os.walk(caps):
+    items.append(("list", caps))
+    for top, dirs, _files in os.walk(caps):
         dirs.sort()
-        parts.append(f"{top}\0{','.join(sorted(files))}".encode())
+        if top != caps:
+            items.append(("list", top))
 
     root = config.driver_root
     paths = [config.ldcache_path]
@@ -90,14 +77,41 @@ def host_state(config: Config) -> bytes:
     paths += [dev, os.path.join(dev, "nvidia-caps"),
               os.path.join(dev, "nvidia-caps-imex-channels"),
               config.persistenced_socket, config.fabricmanager_socket, config.mps_pipe_dir]
-    parts += [_stat(p).encode() for p in paths]
-    return b"\1".join(parts)
+    return items + [("stat", p) for p in paths]
 
 
-def cache_key(config: Config, request: Request, layout: Layout) -> str:
+def evaluate(kind: str, path: str) -> str:
+    """The current value of one host input: hex of the bytes (read), hex of the sorted
+    names, NUL-separated, a "/" after each directory's (list), or the identity (stat);
+    "-" when it cannot be read."""
+    if kind == "stat":
+        from nvhook.frontprep import signature
+        return signature(path)
+    try:
+        if kind == "read":
+            with open(path, "rb") as f:
+                return f.read().hex()
+        with os.scandir(path) as it:
+            names = sorted(e.name + ("/" if e.is_dir() else "") for e in it)
+        return "\0".join(names).encode("utf-8", "surrogateescape").hex()
+    except OSError:
+        return "-"
+
+
+def host_state(config: Config,
+               values: list[tuple[str, str, str]] | None = None) -> bytes:
+    """What the plan is made from, as bytes that change when any of it changes; ``values``:
+    host_inputs already evaluated, as (kind, value, path) (memo.host_checks' first ones)."""
+    if values is None:
+        values = [(k, evaluate(k, p), p) for k, p in host_inputs(config)]
+    return "\1".join(f"{k} {p} {v}" for k, v, p in values).encode("utf-8", "surrogateescape")
+
+
+def cache_key(config: Config, request: Request, layout: Layout,
+              values: list[tuple[str, str, str]] | None = None) -> str:
     return "\n".join((f"v{VERSION}", repr(config), request_text(request),
                       f"{layout.lib_dir}|{layout.lib32_dir}",
-                      host_state(config).decode("utf-8", "backslashreplace")))
+                      host_state(config, values).decode("utf-8", "backslashreplace")))
 
 
 def _path(cache_dir: str, key: str) -> str:

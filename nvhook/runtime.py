@@ -48,6 +48,9 @@ DEFAULT_RUNTIMES = ("runc", "crun")
 # empty environment, and a shim without PATH must still find runc. The same dirs as the PATH
 # nvhook gives its own hooks.
 SYSTEM_DIRS = tuple(HOOK_PATH.split(":"))
+# The front door (csrc/front/front.c) carries this string; a binary that holds it is nvhook.
+FRONT_MARKER = b"nvhook-front-marker-1"
+FRONT_MAX_SIZE = 1 << 20
 
 # Global options of runc, crun and youki that take a value ("--root DIR" or "--root=DIR";
 # Go's flag package and argp accept one or two dashes). Every other option is a switch.
@@ -197,9 +200,11 @@ def _is_nvhook(path: str, self_path: str) -> bool:
     try:
         with open(path, "rb") as f:
             head = f.read(4096)
+            if head.startswith(b"\x7fELF") and os.fstat(f.fileno()).st_size <= FRONT_MAX_SIZE:
+                head += f.read(FRONT_MAX_SIZE)      # the front door (csrc/front/) is small
     except OSError:
         return True
-    return head.startswith(b"#!") and b"nvhook.cli" in head
+    return (head.startswith(b"#!") and b"nvhook.cli" in head) or FRONT_MARKER in head
 
 
 def _world_writable(path: str) -> bool:
@@ -348,8 +353,12 @@ def main(argv: list[str]) -> int:
         from nvhook.gate import config_file
 
         config_path = config_file(None, os.environ)
-        runtime = find_runtime(configured_runtimes(config_path), os.environ.get("PATH", ""),
-                               sys.argv[0] if sys.argv else "")
+        names = configured_runtimes(config_path)
+        path_env = os.environ.get("PATH", "")
+        runtime = find_runtime(names, path_env, sys.argv[0] if sys.argv else "")
+        # So that the front door (csrc/front/) execs it itself next time.
+        from nvhook.frontprep import remember_runtime
+        remember_runtime(config_path, path_env, names, runtime, search_dirs(path_env))
         index = find_command(argv)
         if index >= 0 and argv[index] == "create":
             with RuntimeLog(argv):

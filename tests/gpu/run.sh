@@ -113,7 +113,7 @@ PYTHONPATH=$pythonpath run "$py" -m nvhook.install --prefix "$work/install" \
 	--helper-dir "$work/install/libexec" --python "$py" || die "nvhook.install failed"
 hook=$work/install/bin/nvidia-container-runtime-hook
 helper=$work/install/libexec/nvhook-helper
-run head -3 "$hook"
+run head -3 "$work/install/libexec/py/nvidia-container-runtime-hook"   # what the front door execs
 
 # --- the CUDA driver-API program, and its kernel through nvcc when nvcc is here.
 cc=$(command -v gcc || command -v cc) || die "no C compiler"

@@ -23,8 +23,11 @@ from nvhook.install import launcher_text
 REPO = Path(__file__).resolve().parents[2]
 PACKAGING = REPO / "packaging"
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-LAUNCHERS = ("/usr/bin/nvhook", "/usr/bin/nvidia-container-runtime-hook",
-             "/usr/bin/nvidia-container-toolkit", "/usr/bin/nvidia-container-runtime")
+ENTRY_NAMES = ("nvhook", "nvidia-container-runtime-hook", "nvidia-container-toolkit",
+               "nvidia-container-runtime")
+# What engines execute: the front door (csrc/front/); the Python launchers it hands over to.
+FRONTS = tuple(f"/usr/bin/{n}" for n in ENTRY_NAMES)
+LAUNCHERS = tuple(f"/usr/libexec/nvhook/py/{n}" for n in ENTRY_NAMES)
 HELPER = "/usr/libexec/nvhook/nvhook-helper"
 CONFIG = "/etc/nvhook/config.toml"
 DIST_PACKAGES = "/usr/lib/python3/dist-packages"
@@ -115,7 +118,7 @@ class Built:
         tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(self.deb)],
                              capture_output=True, check=True).stdout
         return subprocess.run(["tar", "-xO", "." + path], input=tar, capture_output=True,
-                              check=True).stdout.decode()
+                              check=True).stdout.decode("utf-8", "surrogateescape")
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +137,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 @pytest.mark.slow
 def test_deb_holds_the_package_the_helper_the_launchers_and_the_config(built: Built) -> None:
     files = built.listing()
-    for launcher in LAUNCHERS:
+    for launcher in LAUNCHERS + FRONTS:
         # Regular files: NVIDIA's purge scripts delete these names when they are symlinks.
         assert files[launcher] == "-rwxr-xr-x", launcher
     assert files[HELPER] == "-rwxr-xr-x"
@@ -180,6 +183,8 @@ def test_deb_launchers_are_the_isolated_ones_nvhook_install_writes(built: Built)
     assert expected.startswith("#!/usr/bin/python3 -IS\n")
     for launcher in LAUNCHERS:
         assert built.member(launcher) == expected, launcher
+    for front in FRONTS:
+        assert built.member(front) == built.member(FRONTS[0])
     assert built.member(CONFIG) == (PACKAGING / "config.toml").read_text()
 
 
@@ -393,15 +398,16 @@ def test_switching_from_nvidia_toolkit_replaces_it_and_survives_its_purge(
     status = root.run("dpkg-query", "-W", "-f=${Status}", "nvidia-container-toolkit").stdout
     # Removed, its conffiles kept (apt also marks it deinstall, dpkg leaves the selection).
     assert status.endswith(" ok config-files"), status
-    expected = launcher_text("/usr/bin/python3", [DIST_PACKAGES])
-    for launcher in LAUNCHERS:
+    front = root.host_path(FRONTS[0]).read_bytes()
+    assert front.startswith(b"\x7fELF") and b"nvhook-front-marker" in front
+    for launcher in FRONTS:
         assert not root.host_path(launcher).is_symlink(), launcher
-        assert root.host_path(launcher).read_text() == expected, launcher
+        assert root.host_path(launcher).read_bytes() == front, launcher
 
     # Purging what is left of NVIDIA's package must not take nvhook's launchers with it.
     root.run("dpkg", "--purge", "nvidia-container-toolkit")
-    for launcher in LAUNCHERS:
-        assert root.host_path(launcher).read_text() == expected, launcher
+    for launcher in FRONTS:
+        assert root.host_path(launcher).read_bytes() == front, launcher
         # the hook names take a hook stage; the runtime shim hands --version to runc
         root.run(launcher, "--version" if launcher.endswith("-runtime") else "poststart")
     root.run("dpkg", "--verify", "nvhook")

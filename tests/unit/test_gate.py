@@ -59,10 +59,31 @@ def test_doubt_goes_to_the_full_path(tmp_path: Path) -> None:
 
 
 def test_config_naming_other_sources_goes_to_the_full_path(tmp_path: Path) -> None:
+    """Only settings really set count (comments do not), and then only when config.json
+    holds what they name."""
     text = _write(tmp_path, ["PATH=/bin"])
     cfg = tmp_path / "c.toml"
     cfg.write_text('swarm-resource = "DOCKER_RESOURCE_GPU"\n')
-    assert may_ask_for_gpus(text, str(cfg))
-    cfg.write_text('[host]\ndriver-root = "/"\n')
     assert not may_ask_for_gpus(text, str(cfg))
+    assert may_ask_for_gpus(_write(tmp_path, ["DOCKER_RESOURCE_GPU=0"]), str(cfg))
+    cfg.write_text('accept-nvidia-visible-devices-as-volume-mounts = true\n')
+    assert not may_ask_for_gpus(text, str(cfg))
+    (tmp_path / "config.json").write_text(json.dumps({"mounts": [
+        {"source": "/dev/null", "destination": "/var/run/nvidia-container-devices/0"}]}))
+    assert may_ask_for_gpus(text, str(cfg))
+    text = _write(tmp_path, ["PATH=/bin"])
+    cfg.write_text('#swarm-resource = "X"\n# accept-nvidia-visible-devices-as-volume-mounts = '
+                   'true\n[host]\ndriver-root = "/"\n')
+    assert not may_ask_for_gpus(text, str(cfg))
+    cfg.write_text('swarm-resource = 1\n')       # a bad value: the full path reports it
+    assert may_ask_for_gpus(text, str(cfg))
     assert may_ask_for_gpus(text, str(tmp_path / "missing.toml"))
+
+
+def test_packaged_config_falls_through(tmp_path: Path) -> None:
+    """The .deb's /etc/nvhook/config.toml mentions both source settings in comments."""
+    packaged = Path(__file__).resolve().parents[2] / "packaging" / "config.toml"
+    assert "swarm-resource" in packaged.read_text()
+    cfg = tmp_path / "config.toml"
+    cfg.write_bytes(packaged.read_bytes())
+    assert not may_ask_for_gpus(_write(tmp_path, ["PATH=/bin", "HOME=/root"]), str(cfg))
