@@ -30,7 +30,7 @@ def harden(name: str, keep: Iterable[str] = ()) -> None:
     Raises NvhookError when python-prctl is missing or a capability name is unknown."""
     from nvhook.errors import NvhookError
     try:
-        import prctl  # type: ignore[import-not-found]  # python3-prctl has no type hints
+        import prctl  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
         raise NvhookError("python-prctl is not installed (a long-lived nvhook process "
                           "hardens itself with it)", "install python3-prctl") from None
