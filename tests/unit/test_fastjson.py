@@ -35,3 +35,16 @@ def test_constants_and_duplicates_like_json() -> None:
     assert math.isnan(fastjson.loads("NaN"))
     assert fastjson.loads('{"a": 1, "a": 2}') == {"a": 2}
     assert fastjson.loads('"\\u00e9"') == "é"
+
+
+@pytest.mark.parametrize("text", ['[-Infinity', '"\\u12', '"\x00"', '{"a": "\\ud8', "[" * 100000,
+                                  '{"a":' * 100000, "[" * 201 + "]" * 201])
+def test_hostile_text_is_a_value_error(text: str) -> None:
+    """Issue 10 item 7: CPython 3.11's C scanner answered SystemError to some truncations
+    and RecursionError to deep nesting; both are ValueErrors now."""
+    with pytest.raises(ValueError):
+        fastjson.loads(text)
+
+
+def test_nesting_within_the_bound_parses() -> None:
+    assert fastjson.loads("[" * 200 + "]" * 200) is not None
