@@ -98,7 +98,9 @@ def _read_spec(bundle: str) -> dict[str, Any]:
     from nvhook.gate import NotARegularFile, read_regular
     path = os.path.join(bundle, "config.json")
     try:
-        spec = fastjson.loads(read_regular(path))
+        # Invalid UTF-8 becomes U+FFFD, as runc's Go decoder makes it: refusing it here would
+        # fail containers that runc accepts.
+        spec = fastjson.loads(read_regular(path).decode("utf-8", "replace"))
     except NotARegularFile as e:
         raise NvhookError(f"{path} {e}", "the bundle's config.json must be a regular file "
                           "written by the engine; recreate the container") from None
