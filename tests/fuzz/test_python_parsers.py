@@ -17,7 +17,6 @@ import os
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
