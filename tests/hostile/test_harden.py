@@ -69,3 +69,17 @@ def test_unknown_capability_is_a_clean_error() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, check=True).stdout
     assert out.startswith("nvhook: unknown capability 'nonsense'")
+
+
+def test_cdi_refresh_works_hardened(fake_driver, tmp_path: Path) -> None:
+    """What `nvhook cdi refresh --watch` does (the spec written, the uevent socket bound)
+    works with no capability left: harden(name) with nothing kept is enough for it. The
+    process hardens itself and then execs the real command line, which inherits the state."""
+    out = tmp_path / "cdi/nvidia.yaml"
+    code = ("import os, sys\nfrom nvhook.harden import harden\nharden('nvhook-cdi-watch')\n"
+            "from pyroute2 import UeventSocket\nUeventSocket().bind()\n"
+            f"os.execv(sys.executable, [sys.executable, '-m', 'nvhook', '--config', "
+            f"{str(fake_driver.config_path)!r}, 'cdi', 'refresh', '--output', {str(out)!r}])\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert p.returncode == 0, p.stderr
+    assert "nvidia.com/gpu" in out.read_text()
