@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 # No state or config.json nests more than a dozen levels; the interpreter's recursion limit
-# is lowered to about this many levels above the caller (its Python frames) while decoding, so a deeper document is a
-# ValueError here rather than a RecursionError in whatever walks it later.
+# is lowered to about this many levels above the caller (its Python frames) while decoding,
+# so a deeper document is a ValueError here rather than a RecursionError later.
 MAX_DEPTH = 200
 
 _CONSTANTS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
