@@ -226,7 +226,8 @@ def _plant(path: Path, kind: str) -> None:
         s.close()
 
 
-# ldconfig -r, run by the helper, opens these without checking their type (issue 10 item 1).
+# What ldconfig -r, run by the helper, and nvhook read in the image: ld.so.conf, its
+# includes, library directories, ldconfig's aux cache, /etc (issue 10 item 1 for ldconfig).
 _LDCONFIG_READS = [
     pytest.param("etc/ld.so.conf", "fifo", marks=XFAIL_1),
     ("etc/ld.so.conf", "kmsg"), ("etc/ld.so.conf", "socket"),
@@ -234,6 +235,9 @@ _LDCONFIG_READS = [
     ("etc/ld.so.conf.d/evil.conf", "kmsg"),
     (f"{LIB}/libevil.so.1", "fifo"), (f"{LIB}/libevil.so.1", "kmsg"),
     (f"{LIB}/libevil.so.1", "disk"), (f"{LIB}/libevil.so.1", "socket"),
+    ("var/cache/ldconfig/aux-cache", "fifo"), ("var/cache/ldconfig/aux-cache", "kmsg"),
+    ("etc/ld.so.cache", "fifo"), ("etc/debian_version", "fifo"), ("etc/os-release", "kmsg"),
+    ("etc/ld.so.preload", "fifo"),
 ]
 
 
