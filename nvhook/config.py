@@ -113,6 +113,7 @@ _KEYS: dict[tuple[str, str], str] = {
     ("runtime", "mode"): "runtime_mode",
 }
 _TYPES = {f.name: str(f.type) for f in fields(Config)}
+MAX_SECONDS = 3600.0      # [nvml] timeout: a hook that waits an hour is already broken
 
 
 def _coerce(path: str, key: str, attr: str, value: Any) -> Any:
@@ -123,18 +124,22 @@ def _coerce(path: str, key: str, attr: str, value: Any) -> Any:
             raise NvhookError(f"config {path}: '{key}' must be true or false, not {value!r}", fix)
         return value
     if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise NvhookError(f"config {path}: '{key}' must be a positive number, not {value!r}",
-                              fix)
+        # not (0 < value <= MAX): also refuses NaN; the bound keeps float() and timers sane
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not 0 < value <= MAX_SECONDS):
+            raise NvhookError(f"config {path}: '{key}' must be a number of seconds above 0 "
+                              f"and at most {MAX_SECONDS}, not {value!r}", fix)
         return float(value)
     if kind == "str":
-        if not isinstance(value, str):
-            raise NvhookError(f"config {path}: '{key}' must be a string, not {value!r}", fix)
+        if not isinstance(value, str) or "\0" in value:
+            raise NvhookError(f"config {path}: '{key}' must be a string without NUL, "
+                              f"not {value!r}", fix)
         return value
     # tuple[str, ...]: a TOML array, or (for capabilities, as NVIDIA writes it) a comma list
     if isinstance(value, str):
         value = split_list(value)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, list) or not all(isinstance(v, str) and "\0" not in v
+                                              for v in value):
         raise NvhookError(f"config {path}: '{key}' must be a list of strings, not {value!r}", fix)
     return tuple(value)
 
@@ -208,6 +213,13 @@ def _parse(path: str) -> Config:
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise NvhookError(f"cannot read config file {path}: {e}",
                           "fix the TOML syntax (see docs/configuration.md)") from None
+    except UnicodeDecodeError as e:
+        raise NvhookError(f"config file {path} is not UTF-8 ({e.reason} at byte {e.start})",
+                          "save it as UTF-8 (TOML files must be)") from None
+    except RecursionError:
+        raise NvhookError(f"config file {path} nests tables or arrays too deeply",
+                          "nvhook's config is at most two levels deep (docs/configuration.md)"
+                          ) from None
     values: dict[str, Any] = {"source": path}
     for section, table in _walk(data):
         for key, value in table.items():

@@ -7,9 +7,16 @@ anything unusual (no C accelerator) and to report errors.
 """
 from __future__ import annotations
 
+import sys
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+# No state or config.json nests more than a dozen levels; the interpreter's recursion limit
+# is lowered to about this many levels above the caller (its Python frames) while decoding,
+# so a deeper document is a ValueError here rather than a RecursionError later.
+MAX_DEPTH = 200
 
 _CONSTANTS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 _WHITESPACE = " \t\n\r"
@@ -29,7 +36,9 @@ _SCANNER: Any = None
 
 
 def loads(text: str | bytes) -> Any:
-    """What json.loads(text) returns; its ValueError (JSONDecodeError) when invalid."""
+    """What json.loads(text) returns; its ValueError (JSONDecodeError) when invalid, and a
+    ValueError too for JSON nested deeper than the interpreter's recursion limit (hostile
+    input must never surface as RecursionError or SystemError)."""
     global _SCANNER
     if isinstance(text, bytes):
         text = text.decode("utf-8")          # UnicodeDecodeError is a ValueError too
@@ -41,11 +50,23 @@ def loads(text: str | bytes) -> Any:
             return json.loads(text)
         _SCANNER = make_scanner(_Context())  # type: ignore[arg-type]  # duck-typed context
     start = len(text) - len(text.lstrip(_WHITESPACE))
+    limit = sys.getrecursionlimit()
+    frame, depth = sys._getframe(), 0
+    while frame is not None:
+        frame, depth = frame.f_back, depth + 1   # type: ignore[assignment]
+    sys.setrecursionlimit(depth + MAX_DEPTH + 1)
     try:
-        value, end = _SCANNER(text, start)
-    except StopIteration:
-        value, end = None, -1
-    if end < 0 or text[end:].strip(_WHITESPACE):
-        import json
-        return json.loads(text)              # raises the usual, precise JSONDecodeError
-    return value
+        try:
+            value, end = _SCANNER(text, start)
+        except (StopIteration, SystemError):
+            # SystemError: CPython 3.11's scanner fails so on some errors (a truncated \u
+            # escape, a control character in a string) while json.decoder is not imported.
+            value, end = None, -1
+        if end < 0 or text[end:].strip(_WHITESPACE):
+            import json
+            return json.loads(text)          # raises the usual, precise JSONDecodeError
+        return value
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    finally:
+        sys.setrecursionlimit(limit)

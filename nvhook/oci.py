@@ -65,7 +65,7 @@ def load_container(state: dict[str, Any]) -> Container:
         rootfs=_rootfs(state, spec, bundle),
         env=_env(process.get("env"), bundle),
         privileged=_has_sys_admin(process.get("capabilities")),
-        mounts=tuple(m for m in _list(spec.get("mounts")) if isinstance(m, dict)),
+        mounts=_mounts(spec.get("mounts"), bundle),
         annotations=annotations,
         spec=spec,
         state=state,
@@ -95,10 +95,15 @@ def _read_spec(bundle: str) -> dict[str, Any]:
         raise NvhookError(f"bundle directory {bundle} does not exist",
                           "give the path of an existing OCI bundle (the directory holding "
                           "config.json)")
+    from nvhook.gate import NotARegularFile, read_regular
     path = os.path.join(bundle, "config.json")
     try:
-        with open(path, "rb") as f:
-            spec = fastjson.loads(f.read())
+        # Invalid UTF-8 becomes U+FFFD, as runc's Go decoder makes it: refusing it here would
+        # fail containers that runc accepts.
+        spec = fastjson.loads(read_regular(path).decode("utf-8", "replace"))
+    except NotARegularFile as e:
+        raise NvhookError(f"{path} {e}", "the bundle's config.json must be a regular file "
+                          "written by the engine; recreate the container") from None
     except FileNotFoundError:
         raise NvhookError(f"{path} does not exist",
                           "give the path of an OCI bundle: a directory holding config.json"
@@ -147,6 +152,27 @@ def _env(raw: Any, bundle: str) -> dict[str, str]:
     return env
 
 
+def _mounts(raw: Any, bundle: str) -> tuple[dict[str, Any], ...]:
+    """The spec's mounts; each field that the runtime-spec types as a string (or a list of
+    strings) must be one, as every runtime's decoder demands, so later code may rely on it."""
+    mounts = []
+    for i, m in enumerate(_list(raw)):
+        if not isinstance(m, dict):
+            continue
+        for name in ("destination", "source", "type"):
+            if name in m and not isinstance(m[name], str):
+                raise NvhookError(f"{bundle}/config.json: mounts[{i}].{name} is a JSON "
+                                  f"{_json_kind(m[name])}, not a string",
+                                  "repair or regenerate the bundle's config.json")
+        options = m.get("options")
+        if options is not None and not (isinstance(options, list) and
+                                        all(isinstance(o, str) for o in options)):
+            raise NvhookError(f"{bundle}/config.json: mounts[{i}].options is not a list of "
+                              "strings", "repair or regenerate the bundle's config.json")
+        mounts.append(m)
+    return tuple(mounts)
+
+
 def _has_sys_admin(caps: Any) -> bool:
     """CAP_SYS_ADMIN in the bounding set: what NVIDIA calls a privileged container."""
     if isinstance(caps, list):   # runtime-spec v1.0.0-rc1..rc4: one flat list
@@ -167,5 +193,6 @@ def _string_map(value: Any) -> dict[str, str]:
 
 
 def _json_kind(value: Any) -> str:
-    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    kinds = {list: "array", dict: "object", str: "string", bool: "boolean", int: "number",
+             float: "number"}
     return "null" if value is None else kinds.get(type(value), type(value).__name__)

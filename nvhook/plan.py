@@ -145,7 +145,8 @@ def _device_nodes(request: Request, inventory: Inventory, selection: Selection,
             if required:
                 raise NvhookError(f"device node {path} is missing on the host", fix)
             return
-        nodes.append(_node(host))
+        if all(n.path != path for n in nodes):   # MIG devices of one GI share its cap node
+            nodes.append(_node(host))
 
     modprobe = MODPROBE_FIX
     need("/dev/nvidiactl", True, modprobe)

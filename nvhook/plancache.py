@@ -16,6 +16,8 @@ result (the plan's part of the helper's input, docs/contracts.md §2) under a ke
   mtime changes whenever an entry in it is added, removed or renamed).
 
 On a miss, or any doubt, the hook discovers and plans as usual, and stores the result.
+Entries are named by the key's SHA-256 and hold only that digest, never the key; the
+cache is bounded (MAX_* below).
 Failures are never cached: a request that fails is decided afresh every time. The cache
 lives in the root-only cache directory and is trusted only if written by us.
 """
@@ -32,6 +34,15 @@ if TYPE_CHECKING:
     from nvhook.rootfs import Layout
 
 VERSION = 2
+
+# Bounds (/run/nvhook is a tmpfs: RAM). A request whose text is longer than MAX_REQUEST_TEXT
+# (only long NVIDIA_REQUIRE_* values make one) is never cached; at most MAX_ENTRIES plans and
+# MAX_TOTAL_BYTES of them are kept, the oldest removed first (docs/security.md).
+MAX_REQUEST_TEXT = 4096
+MAX_ENTRIES = 64
+MAX_TOTAL_BYTES = 8 << 20
+PREFIX = "plan-"
+
 
 
 def request_text(request: Request) -> str:
@@ -109,25 +120,70 @@ def host_state(config: Config,
 
 def cache_key(config: Config, request: Request, layout: Layout,
               values: list[tuple[str, str, str]] | None = None) -> str:
-    return "\n".join((f"v{VERSION}", repr(config), request_text(request),
+    """The entry's key; "" (never loaded nor stored) when the request is too long to cache."""
+    text = request_text(request)
+    if len(text) > MAX_REQUEST_TEXT:
+        return ""
+    return "\n".join((f"v{VERSION}", repr(config), text,
                       f"{layout.lib_dir}|{layout.lib32_dir}",
                       host_state(config, values).decode("utf-8", "backslashreplace")))
 
 
 def _path(cache_dir: str, key: str) -> str:
     from nvhook.cachefile import name_of
-    return os.path.join(cache_dir, name_of("plan", key))
+    return os.path.join(cache_dir, name_of(PREFIX[:-1], key))
 
 
 def load(cache_dir: str, key: str) -> str | None:
-    """The cached helper-input body for ``key``, or None."""
-    from nvhook.cachefile import read_trusted
+    """The cached helper-input body for ``key``, or None. An entry holds its key's digest
+    (not the key), checked here; its name is made of the same digest."""
+    from nvhook.cachefile import digest, read_trusted
+    if not key:
+        return None
     doc = read_trusted(_path(cache_dir, key))
-    if doc is None or doc.get("key") != key or not isinstance(doc.get("body"), str):
+    if doc is None or doc.get("digest") != digest(key) or not isinstance(doc.get("body"), str):
         return None
     return str(doc["body"])
 
 
 def store(cache_dir: str, key: str, body: str) -> None:
-    from nvhook.cachefile import write_atomic
-    write_atomic(_path(cache_dir, key), {"key": key, "body": body})
+    from nvhook.cachefile import digest, write_atomic
+    if key and write_atomic(_path(cache_dir, key), {"digest": digest(key), "body": body}):
+        prune(cache_dir)
+
+
+def prune(cache_dir: str, max_entries: int = MAX_ENTRIES,
+          max_bytes: int = MAX_TOTAL_BYTES) -> None:
+    """Remove the oldest plans until at most ``max_entries`` of ``max_bytes`` remain (also
+    temp files left by killed hooks, once they are a minute old)."""
+    import time
+    entries = []
+    try:
+        with os.scandir(cache_dir) as it:
+            for e in it:
+                if not e.name.startswith((PREFIX, f".{PREFIX}")):
+                    continue
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if e.name.startswith("."):
+                    if st.st_mtime < time.time() - 60:
+                        _unlink(e.path)
+                    continue
+                entries.append((st.st_mtime_ns, e.name, st.st_size))
+    except OSError:
+        return
+    entries.sort(reverse=True)           # newest first
+    total = 0
+    for i, (_, name, size) in enumerate(entries):
+        total += size
+        if i >= max_entries or total > max_bytes:
+            _unlink(os.path.join(cache_dir, name))
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -6,11 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(
-  python3 python3-cffi python3-pyelftools python3-pyroute2                # nvhook itself
+  python3 python3-cffi python3-pyelftools python3-pyroute2 python3-prctl  # nvhook itself
   python3-pip                                                             # ruff, mypy (below)
   python3-grpcio python3-protobuf python3-grpc-tools                      # tests/cri (CRI client)
   gcc libc6-dev                                                           # the C helper
-  python3-pytest python3-hypothesis python3-yaml gcc-multilib busybox-static runc  # tests, demo
+  python3-pytest python3-hypothesis python3-yaml gcc-multilib busybox-static runc clang libclang-rt-14-dev  # tests, demo, fuzzing
   docker.io containerd podman crun conmon                                 # engine tests
   util-linux procps kmod jq ca-certificates
   dpkg-dev build-essential debhelper dh-python pybuild-plugin-pyproject              # the .deb

@@ -43,8 +43,13 @@ _HOST_ARCH: dict[str, tuple[int, int | None]] = {
     "ppc64le": (ARCH_PPC64LE, None),
 }
 
-# A real cache is tens of KiB; refusing giants keeps a hostile file from eating memory.
+# A real cache is tens of KiB with a few thousand entries; refusing giants keeps a hostile
+# file from eating memory. Each string offset is decoded once (_Strings), a string is at most
+# PATH_MAX bytes, and all decoded strings together at most MAX_DECODED_BYTES.
 MAX_CACHE_BYTES = 64 << 20
+MAX_ENTRIES = 1 << 16
+MAX_STRING_BYTES = 4096
+MAX_DECODED_BYTES = 16 << 20
 
 
 @record
@@ -119,6 +124,7 @@ def parse_ldcache(data: bytes, path: str = "<ld.so.cache>") -> tuple[CacheEntry,
 def _parse_old_then_new(data: bytes, path: str) -> tuple[CacheEntry, ...]:
     _need(data, 0, _OLD_HEADER.size, path, "old header")
     _, nlibs = _OLD_HEADER.unpack_from(data, 0)
+    _check_count(nlibs, path, "old table")
     table_end = _OLD_HEADER.size + nlibs * _OLD_ENTRY.size
     _need(data, 0, table_end, path, f"old table of {nlibs} entries")
     new_at = -(-table_end // _NEW_ALIGN) * _NEW_ALIGN
@@ -126,10 +132,10 @@ def _parse_old_then_new(data: bytes, path: str) -> tuple[CacheEntry, ...]:
         return _parse_new(data, new_at, path)
     # Old format only: its strings follow the entry table.
     out = []
+    strings = _Strings(data, table_end, path)
     for i in range(nlibs):
         flags, key, value = _OLD_ENTRY.unpack_from(data, _OLD_HEADER.size + i * _OLD_ENTRY.size)
-        out.append(CacheEntry(flags, _string(data, table_end, key, path),
-                              _string(data, table_end, value, path)))
+        out.append(CacheEntry(flags, strings.at(key), strings.at(value)))
     return tuple(out)
 
 
@@ -139,18 +145,19 @@ def _parse_new(data: bytes, base: int, path: str) -> tuple[CacheEntry, ...]:
     if endian not in (_ENDIAN_UNSET, _ENDIAN_LITTLE):
         what = "big-endian" if endian == _ENDIAN_BIG else f"byte-order flag {endian}"
         raise _corrupt(path, f"{what} cache, this host reads little-endian caches")
+    _check_count(nlibs, path)
     entries_at = base + _NEW_HEADER.size
     _need(data, entries_at, nlibs * _NEW_ENTRY.size, path, f"table of {nlibs} entries")
     _need(data, entries_at + nlibs * _NEW_ENTRY.size, len_strings, path, "string table")
     if extension:
         _check_extensions(data, extension, path)
     out = []
+    # New-format string offsets count from the new header, wherever that header sits.
+    strings = _Strings(data, base, path)
     for i in range(nlibs):
         flags, key, value, osversion, hwcap = _NEW_ENTRY.unpack_from(
             data, entries_at + i * _NEW_ENTRY.size)
-        # New-format string offsets count from the new header, wherever that header sits.
-        out.append(CacheEntry(flags, _string(data, base, key, path),
-                              _string(data, base, value, path), osversion, hwcap))
+        out.append(CacheEntry(flags, strings.at(key), strings.at(value), osversion, hwcap))
     return tuple(out)
 
 
@@ -175,15 +182,38 @@ def _need(data: bytes, start: int, length: int, path: str, what: str) -> None:
                              f"({start + length} > {len(data)} bytes)")
 
 
-def _string(data: bytes, base: int, offset: int, path: str) -> str:
-    start = base + offset
-    if start >= len(data):
-        raise _corrupt(path, f"string offset {offset} lies outside the file")
-    end = data.find(b"\0", start)
-    if end < 0:
-        raise _corrupt(path, f"string at offset {offset} is not terminated")
-    # surrogateescape: any bytes are a valid path on Linux; never a decode error.
-    return os.fsdecode(data[start:end])
+def _check_count(nlibs: int, path: str, what: str = "table") -> None:
+    if nlibs > MAX_ENTRIES:
+        raise _corrupt(path, f"{what} of {nlibs} entries: more than the {MAX_ENTRIES} a real "
+                             "cache has")
+
+
+class _Strings:
+    """The cache's strings by offset, each decoded once, their total bounded."""
+
+    def __init__(self, data: bytes, base: int, path: str) -> None:
+        self.data, self.base, self.path = data, base, path
+        self.seen: dict[int, str] = {}
+        self.decoded = 0
+
+    def at(self, offset: int) -> str:
+        text = self.seen.get(offset)
+        if text is not None:
+            return text
+        data, start = self.data, self.base + offset
+        if start >= len(data):
+            raise _corrupt(self.path, f"string offset {offset} lies outside the file")
+        end = data.find(b"\0", start, start + MAX_STRING_BYTES + 1)
+        if end < 0:
+            raise _corrupt(self.path, f"string at offset {offset} is not terminated within "
+                                      f"{MAX_STRING_BYTES} bytes")
+        self.decoded += end - start
+        if self.decoded > MAX_DECODED_BYTES:
+            raise _corrupt(self.path, f"its strings decode to more than {MAX_DECODED_BYTES} "
+                                      "bytes")
+        # surrogateescape: any bytes are a valid path on Linux; never a decode error.
+        text = self.seen[offset] = os.fsdecode(data[start:end])
+        return text
 
 
 def _corrupt(path: str, why: str) -> NvhookError:

@@ -34,7 +34,7 @@ def parse_devices(text: str) -> dict[str, int]:
             continue
         number, _, name = line.partition(" ")
         name = name.strip()
-        if not number.isdigit() or not name.startswith("nvidia"):
+        if not _number(number) or not name.startswith("nvidia"):
             continue
         # The first line for a name wins: the kernel lists each registration once.
         majors.setdefault(name, int(number))
@@ -43,6 +43,12 @@ def parse_devices(text: str) -> dict[str, int]:
         for name in NVIDIA_FAMILY:
             majors.setdefault(name, family)
     return majors
+
+
+def _number(text: str) -> bool:
+    # isascii: str.isdigit also accepts "²" and other digits that int() refuses; a bound on
+    # the length: int() refuses more than 4300 digits, and no major or minor has ten.
+    return text.isascii() and text.isdigit() and len(text) <= 9
 
 
 def read_majors(proc_root: str) -> dict[str, int]:
@@ -56,7 +62,7 @@ def parse_mig_minors(text: str) -> dict[str, int]:
     minors: dict[str, int] = {}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
+        if len(parts) == 2 and _number(parts[1]):
             minors[parts[0]] = int(parts[1])
     return minors
 

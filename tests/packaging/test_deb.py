@@ -167,7 +167,7 @@ def test_deb_control_fields_and_conffile(built: Built) -> None:
         assert wanted in depends, depends
     assert any(d.startswith("libc6") for d in depends), "the helper's libc dependency"
     assert built.field("Recommends") == "runc | crun"
-    assert "prctl" not in built.field("Depends")
+    assert "python3-prctl" in depends      # nvhook/harden.py: long-lived processes (issue 10)
     assert built.field("Suggests") == "python3-pyroute2"      # only `cdi refresh --watch`
     for relation in ("Conflicts", "Replaces", "Provides"):
         assert "nvidia-container-toolkit" in _relation_names(built.field(relation)), relation

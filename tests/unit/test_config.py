@@ -41,7 +41,7 @@ no-cgroups = true
 @pytest.mark.parametrize("text, needle", [
     ("bogus = 1", "unknown key 'bogus'"),
     ("[hook]\nno-cgroups = 'yes'", "must be true or false"),
-    ("[nvml]\ntimeout = -1", "positive number"),
+    ("[nvml]\ntimeout = -1", "above 0"),
     ("supported-driver-capabilities = 'compute,magic'", "magic"),
     ("[host\n", "cannot read config file"),
 ])
@@ -125,3 +125,27 @@ def test_hook_config_args_name_only_a_file_other_than_the_default(tmp_path: Path
 
     assert hook_config_args(None) == [] and hook_config_args(DEFAULT_CONFIG_PATH) == []
     assert hook_config_args(str(tmp_path / "c.toml")) == ["--config", str(tmp_path / "c.toml")]
+
+
+@pytest.mark.parametrize("data, needle", [
+    (b"[nvml]\ntimeout = nan\n", "at most 3600.0, not nan"),
+    (b"[nvml]\ntimeout = inf\n", "not inf"),
+    (b"[nvml]\ntimeout = -inf\n", "not -inf"),
+    (b"[nvml]\ntimeout = 1e400\n", "not inf"),
+    (b"[nvml]\ntimeout = 99999999999999999999999\n", "'timeout' must be a number of seconds"),
+    (b"[nvml]\ntimeout = 0\n", "above 0"),
+    (b'[host]\ndriver-root = "/a\xff"\n', "is not UTF-8"),
+    (b"\xef\xbb\xbf\xfe = 1\n", "is not UTF-8"),
+    (b"a = " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "nests tables or arrays too deeply"),
+    (b"a = " + b"{b = " * 100_000 + b"\n", "nests tables or arrays too deeply"),
+    (b'[host]\ndriver-root = "/a\\u0000b"\n', "without NUL"),
+    (b'[host]\nlibrary-dirs = ["lib", "x\\u0000"]\n', "must be a list of strings"),
+])
+def test_hostile_values_are_one_line_errors(tmp_path: Path, data: bytes, needle: str) -> None:
+    """Issue 10 item 7: these were "internal error" (ValueError, OverflowError,
+    UnicodeDecodeError, RecursionError) or accepted (NaN, infinity)."""
+    path = tmp_path / "config.toml"
+    path.write_bytes(data)
+    with pytest.raises(NvhookError, match=needle) as err:
+        load_config(str(path), cache_dir=None)
+    assert "\n" not in str(err.value)

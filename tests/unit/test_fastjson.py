@@ -35,3 +35,29 @@ def test_constants_and_duplicates_like_json() -> None:
     assert math.isnan(fastjson.loads("NaN"))
     assert fastjson.loads('{"a": 1, "a": 2}') == {"a": 2}
     assert fastjson.loads('"\\u00e9"') == "é"
+
+
+@pytest.mark.parametrize("text", ['[-Infinity', '"\\u12', '"\x00"', '{"a": "\\ud8', "[" * 100000,
+                                  '{"a":' * 100000, "[" * 300 + "]" * 300])
+def test_hostile_text_is_a_value_error(text: str) -> None:
+    """Issue 10 item 7: CPython 3.11's C scanner answered SystemError to some truncations
+    and RecursionError to deep nesting; both are ValueErrors now."""
+    with pytest.raises(ValueError):
+        fastjson.loads(text)
+
+
+def test_nesting_within_the_bound_parses() -> None:
+    # The bound is counted from the caller's stack depth, so it is about MAX_DEPTH levels.
+    assert fastjson.loads("[" * 150 + "]" * 150) is not None
+
+
+def test_fresh_interpreter_gets_value_errors_not_system_error() -> None:
+    """The SystemError shows only while json.decoder is not imported: as in the hook."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom nvhook import fastjson\nassert 'json.decoder' not in sys.modules\n"
+            "for t in ['[-Infinity', '\"\\\\u12', '\"\\x00\"', '{\"a\": [1, \"\\\\ud8']:\n"
+            "    try:\n        fastjson.loads(t)\n    except ValueError:\n        pass\n"
+            "    else:\n        raise SystemExit('parsed ' + repr(t))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr

@@ -301,3 +301,48 @@ def test_mutated_caches_parse_or_fail_cleanly(base: bytes, flips: list[tuple[int
         assert "\n" not in str(e)
     else:
         assert all(isinstance(e, CacheEntry) for e in entries)
+
+
+# ------------------------------------------------------------------ bounds (issue 10 item 3)
+def _one_mib_cache(offsets: list[int], strings: bytes) -> bytes:
+    head = struct.pack("<20sIIB3xI12x", ldcache.NEW_MAGIC, len(offsets), len(strings), 2, 0)
+    at = 48 + 24 * len(offsets)
+    table = b"".join(struct.pack("<iIIIQ", 0x0303, at + o, at + o, 0, 0) for o in offsets)
+    return head + table + strings
+
+
+@pytest.mark.parametrize("shape", ["one-long-string", "many-offsets-into-long-strings",
+                                   "many-distinct-strings"])
+def test_crafted_megabyte_cache_stays_small(shape: str) -> None:
+    """A crafted 1 MB cache whose entries all decode long strings: once reached MemoryError
+    (each entry decoded its strings again); now each offset is decoded once and the total is
+    bounded, so it is a clean error (or a small result) in bounded memory."""
+    import tracemalloc
+    n = 20_000                                      # 20,000 entries: 480 KB of table
+    if shape == "one-long-string":
+        data = _one_mib_cache([0] * n, b"/" * (520_000) + b"\0")
+    elif shape == "many-offsets-into-long-strings":
+        run = b"/" * 4000 + b"\0"
+        data = _one_mib_cache([(i % 100) * 4001 + (i // 100) % 4000 for i in range(n)],
+                              run * 130)
+    else:
+        data = _one_mib_cache([i * 26 for i in range(n)], b"".join(
+            b"/lib/libx%016d.so\0" % i for i in range(n)))
+    assert len(data) <= (1 << 20) + 64 * 1024
+    tracemalloc.start()
+    try:
+        try:
+            entries = parse_ldcache(data, "/x")
+            assert len(entries) == n
+        except NvhookError as e:
+            assert "ld.so.cache /x is corrupt" in str(e)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"{peak} bytes at peak"
+
+
+def test_too_many_entries_is_an_error() -> None:
+    data = struct.pack("<20sIIB3xI12x", ldcache.NEW_MAGIC, ldcache.MAX_ENTRIES + 1, 0, 2, 0)
+    with pytest.raises(NvhookError, match="more than the"):
+        parse_ldcache(data + b"\0" * 24 * (ldcache.MAX_ENTRIES + 1))

@@ -210,7 +210,6 @@ def test_process_without_env(tmp_path: Path) -> None:
 @pytest.mark.parametrize("config, message", [
     ("{not json", "config.json is not valid JSON"),
     ("", "config.json is not valid JSON"),
-    (b'{"ociVersion": "\xff"}', "config.json is not valid JSON"),     # not UTF-8
     (b"\xff\xfe{}", "config.json is not valid JSON"),
     ("[1, 2]", "config.json holds a JSON array, not an object"),
     (json.dumps(spec(process={"env": "A=1"})), "process.env is not a list of strings"),
@@ -236,11 +235,107 @@ def test_config_missing(tmp_path: Path) -> None:
         load_container(parse_state(state_text(tmp_path / "b")))
 
 
-def test_config_unreadable(tmp_path: Path) -> None:
-    # A directory in place of the file: unreadable even for root, who ignores mode bits.
+def test_config_a_directory(tmp_path: Path) -> None:
     (tmp_path / "b" / "config.json").mkdir(parents=True)
-    with pytest.raises(NvhookError, match=f"cannot read {tmp_path}/b/config.json: Is a dir"):
+    with pytest.raises(NvhookError, match=f"{tmp_path}/b/config.json is not a regular file"):
         load_container(parse_state(state_text(tmp_path / "b")))
+
+
+def _in_thread(fn: Any) -> list[BaseException]:
+    """Run ``fn`` in a thread; fail if it is still running after 5 s (a hang guard, not a
+    timing assertion). Returns what it raised."""
+    import threading
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            raised.append(e)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(5)
+    assert not t.is_alive(), "reading config.json hung"
+    return raised
+
+
+@pytest.mark.parametrize("kind", ["fifo", "char-device", "socket", "huge", "symlink-to-fifo"])
+def test_config_not_a_regular_file_is_one_line_at_once(tmp_path: Path, kind: str) -> None:
+    """Issue 10 item 5: a FIFO, device, socket or giant in place of config.json is a one-line
+    error at once (NVIDIA's hook hangs on the FIFO until the runtime kills it); the device is
+    never opened (O_PATH, then a reopen of the checked inode)."""
+    import socket
+    import stat
+    b = tmp_path / "b"
+    b.mkdir()
+    path = b / "config.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "char-device":
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))      # /dev/null's numbers
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+    elif kind == "huge":
+        with open(path, "wb") as f:
+            f.truncate(17 << 20)
+    else:
+        os.mkfifo(tmp_path / "fifo")
+        path.symlink_to(tmp_path / "fifo")
+    raised = _in_thread(lambda: load_container(parse_state(state_text(b))))
+    assert len(raised) == 1 and isinstance(raised[0], NvhookError), raised
+    message = str(raised[0])
+    assert "\n" not in message and f"{path} " in message
+    assert ("more than" if kind == "huge" else "is not a regular file") in message
+    from nvhook.gate import may_ask_for_gpus
+    assert _in_thread(lambda: may_ask_for_gpus(state_text(b), None)) == []
+
+
+def test_config_symlink_to_a_file_is_followed_as_runc_does(tmp_path: Path) -> None:
+    b = tmp_path / "b"
+    b.mkdir()
+    (tmp_path / "real.json").write_text(json.dumps(spec()))
+    (b / "config.json").symlink_to(tmp_path / "real.json")
+    assert load_container(parse_state(state_text(b))).rootfs == str(b / "rootfs")
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"ociVersion": "1.0.2", "process": {"env": ["A=\\u12', "is not valid JSON"),
+    ('{"a": "\x00"}', "is not valid JSON"),
+    ('{"a": [-Infinity', "is not valid JSON"),
+    ('{"a": ' * 5000 + "1" + "}" * 5000, "nested deeper than"),
+    ("[" * 100000, "nested deeper than"),
+])
+def test_truncated_or_deep_config_is_a_clean_error(tmp_path: Path, text: str | bytes,
+                                                   message: str) -> None:
+    """Issue 10 item 7: these reached the user as SystemError / RecursionError."""
+    b = tmp_path / "b"
+    b.mkdir()
+    (b / "config.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(NvhookError, match=message):
+        load_container(parse_state(state_text(b)))
+
+
+@pytest.mark.parametrize("state", ['{"bundle": "/x", "a": ' + "[" * 100000,
+                                   '{"bundle": "/x", "a": "\\u12'])
+def test_deep_or_truncated_state_is_a_clean_error(state: str) -> None:
+    with pytest.raises(NvhookError, match="not JSON"):
+        parse_state(state)
+
+
+@pytest.mark.parametrize("mount, field", [
+    ({"destination": ["/a"], "source": "/dev/null"}, "destination is a JSON array"),
+    ({"destination": "/a", "source": {"x": 1}}, "source is a JSON object"),
+    ({"destination": "/a", "type": 5}, "type is a JSON number"),
+    ({"destination": "/a", "options": "ro"}, "options is not a list of strings"),
+    ({"destination": "/a", "options": [["ro"]]}, "options is not a list of strings"),
+])
+def test_mount_fields_of_the_wrong_type(tmp_path: Path, mount: dict[str, Any],
+                                        field: str) -> None:
+    """Issue 10 item 7: a list or object where a string belongs was a TypeError later."""
+    b = bundle(tmp_path, spec(mounts=[{"destination": "/ok", "source": "/ok"}, mount]))
+    with pytest.raises(NvhookError, match=rf"mounts\[1\]\.{field}"):
+        load_container(parse_state(state_text(b)))
 
 
 def test_load_from_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,3 +358,10 @@ def test_state_to_request_end_to_end(tmp_path: Path) -> None:
     assert request.devices == ("1", "GPU-x") and request.capabilities == {"video"}
     assert request.mig_monitor is True
     assert os.path.isdir(container.rootfs)
+
+
+def test_invalid_utf8_is_replaced_as_runc_does(tmp_path: Path) -> None:
+    text = json.dumps(spec()).replace("PATH=/usr/bin", "PATH=/usr/\\u00e9bin").encode()
+    b = bundle(tmp_path, text.replace(b"\\u00e9", b"\xe9\xff"))
+    assert load_container(parse_state(state_text(b))).env["PATH"].startswith(
+        "/usr/\ufffd\ufffdbin")

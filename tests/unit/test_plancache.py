@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -131,3 +130,93 @@ def test_hit_skips_discovery_and_gives_the_same_body(host, tmp_path: Path) -> No
     assert "nvhook.inventory" in cold_modules and "nvhook.plan" in cold_modules
     assert not [m for m in hot_modules if m.startswith("nvhook.inventory") or
                 m in ("nvhook.plan", "nvhook.devselect", "nvhook.require")]
+
+
+def test_thousand_distinct_requests_keep_the_cache_bounded(host, tmp_path: Path) -> None:
+    """Issue 10 item 2: 1000 hook starts, each with distinct NVIDIA_REQUIRE_* values (some
+    long, some over the cacheable size), through the real hook path; the cache directory
+    stays within its bounds and holds no key text."""
+    import subprocess
+    import sys
+    drv, config = host
+    bundle = tmp_path / "bundle"
+    (bundle / "rootfs/etc").mkdir(parents=True)
+    code = f"""
+import json
+from nvhook import apply, hook, record
+from nvhook.config import load_config
+apply.apply_body = lambda body, container, config: None   # the helper run (tests/e2e runs it)
+config = record.replace(load_config({str(drv.config_path)!r}, cache_dir=None),
+                        cache_dir={config.cache_dir!r})
+state = json.dumps({{"id": "x", "pid": 4242, "bundle": {str(bundle)!r}}})
+for i in range(1000):
+    pad = " ".join(["cuda>=1.0"] * (i % 3) * 150)    # 0, ~1.5 KB or ~3 KB (over 4 KB: i%3==2 x2)
+    env = ["NVIDIA_VISIBLE_DEVICES=all", f"NVIDIA_REQUIRE_N{{i}}=cuda>=1.{{i}} {{pad}}"]
+    if i % 7 == 0:
+        env.append("NVIDIA_REQUIRE_BIG=" + pad + " " + pad)
+    with open({str(bundle / "config.json")!r}, "w") as f:
+        json.dump({{"root": {{"path": "rootfs"}}, "process": {{"env": env}}}}, f)
+    hook.prestart(config, state)
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    plans = [e for e in Path(config.cache_dir).iterdir() if e.name.startswith("plan-")]
+    size = sum(e.stat().st_size for e in Path(config.cache_dir).iterdir())
+    print(f"cache after 1000 distinct starts: {len(plans)} plans, {size} bytes")
+    assert len(plans) <= plancache.MAX_ENTRIES
+    assert size <= plancache.MAX_TOTAL_BYTES + 64 * 1024      # plus the config/NVML entries
+    assert not [e for e in Path(config.cache_dir).iterdir() if e.name.startswith(".")]
+    for e in plans:
+        assert b"cuda>=1." not in e.read_bytes()                # digests, never the key
+
+
+def test_long_request_is_not_cached(host) -> None:
+    drv, config = host
+    long = record.replace(ALL, requirements=("cuda>=1.0 " * 500,))
+    assert plancache.cache_key(config, long, DEB) == ""
+    plancache.store(config.cache_dir, "", "body")
+    assert plancache.load(config.cache_dir, "") is None
+    assert not Path(config.cache_dir).exists()
+
+
+def test_prune_removes_the_oldest(tmp_path: Path) -> None:
+    d = tmp_path / "cache"
+    d.mkdir(mode=0o700)
+    for i in range(10):
+        f = d / f"plan-{i:02d}.json"
+        f.write_bytes(b"x" * 100)
+        os.utime(f, (i, i))
+    (d / "config-x.json").write_bytes(b"{}")
+    plancache.prune(str(d), max_entries=4, max_bytes=10_000)
+    assert sorted(p.name for p in d.iterdir()) == [
+        "config-x.json", "plan-06.json", "plan-07.json", "plan-08.json", "plan-09.json"]
+    plancache.prune(str(d), max_entries=4, max_bytes=250)
+    assert sorted(p.name for p in d.iterdir()) == ["config-x.json", "plan-08.json",
+                                                   "plan-09.json"]
+
+
+@pytest.mark.parametrize("bad", ["fifo", "symlink", "group-writable", "foreign-owner"])
+def test_untrusted_cache_dir_or_entry_is_a_quick_miss(host, tmp_path: Path, bad: str) -> None:
+    """Issue 10 item 4: a FIFO in the cache directory must not hang the hook; a directory
+    that is a symlink, writable by others or not ours is not used."""
+    drv, config = host
+    key = plancache.cache_key(config, ALL, DEB)
+    cache = Path(config.cache_dir)
+    if bad == "fifo":
+        cache.mkdir(mode=0o700)
+        os.mkfifo(plancache._path(str(cache), key), 0o600)
+    elif bad == "symlink":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        cache.symlink_to(tmp_path / "elsewhere")
+    elif bad == "group-writable":
+        cache.mkdir()
+        cache.chmod(0o770)
+    else:
+        cache.mkdir(mode=0o700)
+        os.chown(cache, 65534, 65534)
+    assert plancache.load(str(cache), key) is None           # returns at once, no hang
+    plancache.store(str(cache), key, "body")
+    # a trusted directory gets the FIFO replaced by a real entry; an untrusted one is unused
+    assert plancache.load(str(cache), key) == ("body" if bad == "fifo" else None)
+    if bad == "symlink":
+        assert list((tmp_path / "elsewhere").iterdir()) == []
