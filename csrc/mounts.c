@@ -157,18 +157,20 @@ static int load_table(void)
 		if (next != NULL)
 			*next++ = '\0';
 		/* id parent major:minor root point options [optional fields...] - fstype ... */
-		char *save = NULL, *f[6];
+		char *save = NULL, *f[6], *tok = strtok_r(line, " ", &save);
 		size_t nf = 0;
-		for (char *tok = strtok_r(line, " ", &save); tok != NULL && nf < 6;
-		     tok = strtok_r(NULL, " ", &save))
+		while (tok != NULL && nf < 6) {
 			f[nf++] = tok;
+			if (nf < 6)
+				tok = strtok_r(NULL, " ", &save);
+		}
 		if (nf < 6)
 			continue;
 		struct mnt_entry *e = &table.v[table.n++];
 		e->id = strtoull(f[0], NULL, 10);
 		unescape(f[4]);
 		e->point = f[4];
-		for (char *tok = strtok_r(NULL, " ", &save); tok != NULL && strcmp(tok, "-") != 0;
+		for (tok = strtok_r(NULL, " ", &save); tok != NULL && strcmp(tok, "-") != 0;
 		     tok = strtok_r(NULL, " ", &save))
 			if (strncmp(tok, "shared:", 7) == 0)
 				e->shared = 1;
