@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "procfile.h"
 
 int mount_id(int fd, uint64_t *id)
 {
@@ -94,57 +95,15 @@ static struct {
 	char *text;
 } table;
 
-static void unescape(char *s)
-{
-	char *out = s;
-	while (*s != '\0') {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-		    s[3] >= '0' && s[3] <= '7') {
-			*out++ = (char)(((s[1] - '0') << 6) | ((s[2] - '0') << 3) | (s[3] - '0'));
-			s += 4;
-		} else {
-			*out++ = *s++;
-		}
-	}
-	*out = '\0';
-}
-
 static int load_table(void)
 {
 	free(table.v);
 	free(table.text);
 	memset(&table, 0, sizeof(table));
-	int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	size_t len = 0;
+	char *buf = read_all_at(AT_FDCWD, "/proc/self/mountinfo", &len);
+	if (buf == NULL)
 		return -1;
-	size_t cap = 16384, len = 0;
-	char *buf = malloc(cap);
-	ssize_t r = 0;
-	while (buf != NULL) {
-		if (cap - len < 2) {
-			char *bigger = cap < (64u << 20) ? realloc(buf, cap * 2) : NULL;
-			if (bigger == NULL) {
-				free(buf);
-				buf = NULL;
-				break;
-			}
-			buf = bigger;
-			cap *= 2;
-		}
-		r = read(fd, buf + len, cap - len - 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		len += (size_t)r;
-	}
-	close(fd);
-	if (buf == NULL || r < 0) {
-		free(buf);
-		errno = ENOMEM;
-		return -1;
-	}
-	buf[len] = '\0';
 	table.text = buf;
 	size_t lines = 1;
 	for (size_t i = 0; i < len; i++)
@@ -168,7 +127,7 @@ static int load_table(void)
 			continue;
 		struct mnt_entry *e = &table.v[table.n++];
 		e->id = strtoull(f[0], NULL, 10);
-		unescape(f[4]);
+		unescape_octal(f[4]);
 		e->point = f[4];
 		for (tok = strtok_r(NULL, " ", &save); tok != NULL && strcmp(tok, "-") != 0;
 		     tok = strtok_r(NULL, " ", &save))
