@@ -2,47 +2,19 @@
 ldconfig may open, where the helper may write and mount, and which process it works on."""
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import signal
-import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helperkit import StartContainer, Tree, ns, plan_text, run_helper, snapshot, wait_for
+from helperkit import (
+    OpenWatch, StartContainer, Tree, ns, plan_text, run_helper, snapshot, wait_for,
+)
 
 LIB_OPTS = "bind,ro,nosuid,nodev"
-IN_OPEN, IN_NONBLOCK = 0x20, 0o4000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class OpenWatch:
-    """inotify IN_OPEN on directories: which entries anyone opened (O_PATH does not count)."""
-
-    def __init__(self, *dirs: Path) -> None:
-        self.fd = _libc.inotify_init1(IN_NONBLOCK)
-        assert self.fd >= 0
-        for d in dirs:
-            assert _libc.inotify_add_watch(self.fd, bytes(d), IN_OPEN) >= 0, d
-
-    def opened(self) -> set[str]:
-        names: set[str] = set()
-        try:
-            data = os.read(self.fd, 1 << 16)
-        except BlockingIOError:
-            return names
-        finally:
-            os.close(self.fd)
-        while data:
-            _wd, _mask, _cookie, n = struct.unpack_from("iIII", data)
-            names.add(data[16:16 + n].rstrip(b"\0").decode())
-            data = data[16 + n:]
-        return names
-
-
 def one_line_failure(res: subprocess.CompletedProcess[str], pattern: str) -> None:
     assert res.returncode == 1, res.stderr
     lines = res.stderr.splitlines()
@@ -315,3 +287,13 @@ def test_an_init_that_exited_is_not_taken_for_another_process(
         one_line_failure(res, rf"setns /proc/{p.pid}/ns/mnt: no such process.*")
     finally:
         p.wait()
+
+
+def test_the_open_watch_sees_opens_of_nodes(tmp_path: Path) -> None:
+    # The "never opened" checks above mean something only if an open would have been seen.
+    os.mkfifo(tmp_path / "fifo")
+    os.mknod(tmp_path / "null", 0o20666, os.makedev(1, 3))
+    watch = OpenWatch(tmp_path)
+    for name, flags in (("fifo", os.O_RDONLY | os.O_NONBLOCK), ("null", os.O_RDONLY)):
+        os.close(os.open(tmp_path / name, flags))
+    assert watch.opened() == {"fifo", "null"}
