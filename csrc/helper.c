@@ -192,7 +192,10 @@ static int open_target(pid_t pid, struct target *t)
 	/* Our own namespace would make every mount land on the host. */
 	t->nsfd = openat(t->procfd, "ns/mnt", O_RDONLY | O_CLOEXEC);
 	if (t->nsfd < 0) {
-		set_error("setns", t->nspath, "%s", strerror(errno));
+		/* A zombie keeps its number and its /proc directory, but no namespaces. */
+		set_error("setns", t->nspath, "%s",
+			  errno == ENOENT || errno == ESRCH ? "no such process (it exited meanwhile)"
+							    : strerror(errno));
 		return -1;
 	}
 	struct stat theirs, ours;

@@ -27,6 +27,7 @@
 #include "inject.h"
 #include "ldconfig.h"
 #include "mounts.h"
+#include "procfile.h"
 
 #define OUTPUT_MAX 8192
 
@@ -58,6 +59,44 @@ static int mount_setattr_fd(int fd, unsigned int flags, unsigned long long set,
 	return (int)syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | flags, &attr, sizeof(attr));
 }
 
+/* Before Linux 5.12 (no mount_setattr): the same flags by a bind remount of each mount at or
+ * below `root`, read from mountinfo (this is the child's own copy of the namespace). */
+static int remount_each(const char *root, int root_rw)
+{
+	size_t rlen = strlen(root), len = 0;
+	char *text = read_all_at(AT_FDCWD, "/proc/self/mountinfo", &len);
+	if (text == NULL)
+		return -1;
+	int rc = 0;
+	for (char *line = text, *next; rc == 0 && line != NULL && *line != '\0'; line = next) {
+		next = strchr(line, '\n');
+		if (next != NULL)
+			*next++ = '\0';
+		char *save = NULL, *point = NULL, *tok = strtok_r(line, " ", &save);
+		for (int i = 0; tok != NULL && i < 4; i++)
+			tok = strtok_r(NULL, " ", &save);
+		point = tok;
+		if (point == NULL)
+			continue;
+		unescape_octal(point);
+		int is_root = strcmp(point, root) == 0;
+		if (!is_root && (strncmp(point, root, rlen) != 0 || point[rlen] != '/'))
+			continue;
+		struct statvfs sv;
+		if (statvfs(point, &sv) != 0)
+			continue; /* covered by a later mount: that one is in the list too */
+		unsigned long flags = MS_BIND | MS_REMOUNT | MS_NODEV | MS_NOSUID;
+		if (!(is_root && root_rw))
+			flags |= MS_RDONLY;
+		if (sv.f_flag & ST_NOEXEC)
+			flags |= MS_NOEXEC;
+		if (mount(NULL, point, NULL, flags, NULL) != 0)
+			rc = -1;
+	}
+	free(text);
+	return rc;
+}
+
 /*
  * ldconfig's view of the container (in the child's private copy of its mount namespace): the
  * rootfs bound onto itself (so that it is a mount of its own even where the runtime did not
@@ -81,10 +120,12 @@ static void restrict_view(struct ctx *c, int errfd)
 	if (fstatvfs(fd, &sv) != 0)
 		child_fail(errfd, "statvfs the container root");
 	if (mount_setattr_fd(fd, AT_RECURSIVE,
-			     MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, 0) != 0)
+			     MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, 0) == 0) {
+		if (!(sv.f_flag & ST_RDONLY) && mount_setattr_fd(fd, 0, 0, MOUNT_ATTR_RDONLY) != 0)
+			child_fail(errfd, "make the container root writable again");
+	} else if (errno != ENOSYS || remount_each(c->rootfs, !(sv.f_flag & ST_RDONLY)) != 0) {
 		child_fail(errfd, "make the container's mounts nodev, nosuid, read-only");
-	if (!(sv.f_flag & ST_RDONLY) && mount_setattr_fd(fd, 0, 0, MOUNT_ATTR_RDONLY) != 0)
-		child_fail(errfd, "make the container root writable again");
+	}
 	close(fd);
 }
 

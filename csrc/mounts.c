@@ -16,13 +16,21 @@
 int mount_id(int fd, uint64_t *id)
 {
 	struct statx stx;
-	if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &stx) != 0)
-		return -1;
-	if (!(stx.stx_mask & STATX_MNT_ID)) {
-		errno = ENOSYS;
-		return -1;
+	if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &stx) == 0 &&
+	    (stx.stx_mask & STATX_MNT_ID)) {
+		*id = stx.stx_mnt_id;
+		return 0;
 	}
-	*id = stx.stx_mnt_id;
+	/* Before Linux 5.8: name_to_handle_at reports the same id (a too-small handle is fine:
+	 * EOVERFLOW still fills it in). */
+	struct {
+		struct file_handle fh;
+		unsigned char room[128];
+	} h = {.fh.handle_bytes = 128};
+	int mnt;
+	if (name_to_handle_at(fd, "", &h.fh, &mnt, AT_EMPTY_PATH) != 0 && errno != EOVERFLOW)
+		return -1;
+	*id = (uint64_t)mnt;
 	return 0;
 }
 

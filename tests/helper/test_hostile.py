@@ -15,6 +15,50 @@ from helperkit import (
 )
 
 LIB_OPTS = "bind,ro,nosuid,nodev"
+OLD_KERNEL_C = r"""
+/* Runs the helper as a kernel before 5.3 would: pidfd_open, statx and mount_setattr answer
+ * ENOSYS (a seccomp filter, kept across exec), so every fallback path is taken. */
+#include <errno.h>
+#include <stddef.h>
+#include <unistd.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+int main(int argc, char **argv) {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_pidfd_open, 3, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_statx, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mount_setattr, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+    };
+    struct sock_fprog prog = {sizeof(f) / sizeof(f[0]), f};
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) return 125;
+    argv[0] = HELPER;
+    execv(HELPER, argv);
+    return 126;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def old_kernel_helper(helper: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("oldkernel")
+    (d / "old.c").write_text(OLD_KERNEL_C)
+    subprocess.run(["cc", f'-DHELPER="{helper}"', "-o", str(d / "old-kernel-helper"),
+                    str(d / "old.c")], check=True)
+    return d / "old-kernel-helper"
+
+
+@pytest.fixture(params=["current-kernel", "old-kernel"])
+def kernel_helper(request: pytest.FixtureRequest, helper: Path,
+                  old_kernel_helper: Path) -> Path:
+    """The helper as built, and the same under a filter that hides the newer syscalls."""
+    return helper if request.param == "current-kernel" else old_kernel_helper
+
+
 def one_line_failure(res: subprocess.CompletedProcess[str], pattern: str) -> None:
     assert res.returncode == 1, res.stderr
     lines = res.stderr.splitlines()
@@ -57,7 +101,7 @@ def _plant(r: Path, rel: str, kind: str) -> None:
 ], ids=["conf-fifo", "conf-null-device", "conf-denied-device", "conf-socket",
         "include-glob-fifo", "include-glob-device", "include-relative-fifo", "aux-cache-fifo",
         "temp-cache-fifo"])
-def test_ldconfig_never_opens_a_planted_node(helper: Path, tree: Tree,
+def test_ldconfig_never_opens_a_planted_node(kernel_helper: Path, tree: Tree,
                                              start_container: StartContainer, rel: str,
                                              kind: str, conf: str | None, what: str) -> None:
     r = tree.rootfs
@@ -69,36 +113,36 @@ def test_ldconfig_never_opens_a_planted_node(helper: Path, tree: Tree,
     before = snapshot(r)
     watch = OpenWatch((r / rel).parent)
     c = start_container()
-    res = run_helper(helper, ldconfig_plan(c.pid, r))
+    res = run_helper(kernel_helper, ldconfig_plan(c.pid, r))
     one_line_failure(res, rf"ldconfig /{re.escape(rel)}: is {what} in the image, not a regular "
                           r"file; ldconfig would open it \(.*\)")
     assert Path(rel).name not in watch.opened()
     assert snapshot(r) == before
 
 
-def test_a_symlink_to_a_device_node_is_refused_too(helper: Path, tree: Tree,
+def test_a_symlink_to_a_device_node_is_refused_too(kernel_helper: Path, tree: Tree,
                                                     start_container: StartContainer) -> None:
     r = tree.rootfs
     _plant(r, "dev/null", "null")
     (r / "etc/ld.so.conf").symlink_to("/dev/null")
     watch = OpenWatch(r / "dev")
     c = start_container()
-    res = run_helper(helper, ldconfig_plan(c.pid, r))
+    res = run_helper(kernel_helper, ldconfig_plan(c.pid, r))
     one_line_failure(res, r"ldconfig /etc/ld.so.conf: is a character device in the image, .*")
     assert "null" not in watch.opened()
 
 
-def test_an_include_loop_ends_in_one_line(helper: Path, tree: Tree,
+def test_an_include_loop_ends_in_one_line(kernel_helper: Path, tree: Tree,
                                           start_container: StartContainer) -> None:
     r = tree.rootfs
     (r / "etc/ld.so.conf").write_text("include /etc/ld.so.conf\n")
     c = start_container()
-    res = run_helper(helper, ldconfig_plan(c.pid, r))
+    res = run_helper(kernel_helper, ldconfig_plan(c.pid, r))
     one_line_failure(res, r"ldconfig /etc/ld.so.conf: includes nest deeper than 8 "
                           r"\(an include loop\?\)")
 
 
-def test_nodes_in_library_directories_are_left_alone(helper: Path, tree: Tree,
+def test_nodes_in_library_directories_are_left_alone(kernel_helper: Path, tree: Tree,
                                                      start_container: StartContainer,
                                                      testlib: Path) -> None:
     # ldconfig skips what is not a regular file; the nodev view would refuse the device anyway.
@@ -109,21 +153,33 @@ def test_nodes_in_library_directories_are_left_alone(helper: Path, tree: Tree,
     (lib / "libnvtest.so.1.2.3").write_bytes(testlib.read_bytes())
     watch = OpenWatch(lib)
     c = start_container()
-    res = run_helper(helper, ldconfig_plan(c.pid, r))
+    res = run_helper(kernel_helper, ldconfig_plan(c.pid, r))
     assert res.returncode == 0, res.stderr
     assert not {"libfifo.so.1", "libdev.so.1"} & watch.opened()
     assert os.readlink(lib / "libnvtest.so.1") == "libnvtest.so.1.2.3"
 
 
-def test_a_stuck_ldconfig_is_killed_at_the_default_bound(helper: Path, tree: Tree,
+def test_a_stuck_ldconfig_is_killed_at_the_default_bound(kernel_helper: Path, tree: Tree,
                                                          start_container: StartContainer,
                                                          probe: Path) -> None:
     # Whatever else could block it (a FIFO swapped in by another container through a volume),
     # the default limit is 2 s, not 10.
     (tree.rootfs / "probe.mode").write_text("sleep\n")
     c = start_container()
-    res = run_helper(helper, plan_text(c.pid, tree.rootfs, ("ldconfig", probe, "/usr/lib")))
+    res = run_helper(kernel_helper, plan_text(c.pid, tree.rootfs, ("ldconfig", probe, "/usr/lib")))
     one_line_failure(res, r"ldconfig .*: killed after the 2000 ms limit")
+
+
+def test_the_sandbox_view_is_nodev_and_read_only_outside_the_root(
+        kernel_helper: Path, tree: Tree, start_container: StartContainer, probe: Path,
+        volume: Path) -> None:
+    r = tree.rootfs
+    c = with_volume(start_container, r, volume)
+    (r / "probe.mode").write_text("ok\n")
+    res = run_helper(kernel_helper, plan_text(c.pid, r, ("ldconfig", probe, "/usr/lib")))
+    assert res.returncode == 0, res.stderr
+    facts = dict(line.split("=", 1) for line in (r / "probe.out").read_text().splitlines())
+    assert (facts["rootflags"], facts["ifaces"]) == ("nodev,nosuid,rw", "1")
 
 
 # ---------------------------------------------------------------------------- item 8
@@ -147,12 +203,12 @@ def with_volume(start_container: StartContainer, rootfs: Path, volume: Path,
 
 
 def test_a_library_dir_linked_into_a_volume_is_not_written(
-        helper: Path, tree: Tree, start_container: StartContainer, volume: Path) -> None:
+        kernel_helper: Path, tree: Tree, start_container: StartContainer, volume: Path) -> None:
     r = tree.rootfs
     (r / "usr/lib/x86_64-linux-gnu").symlink_to("/data/lib")
     c = with_volume(start_container, r, volume)
     before = c.mountinfo()
-    res = run_helper(helper, plan_text(
+    res = run_helper(kernel_helper, plan_text(
         c.pid, r, ("mount", "/usr/lib/x86_64-linux-gnu/libfoo.so.1.0",
                    tree.host / "lib/libfoo.so.1.0", LIB_OPTS)))
     one_line_failure(res, r"mount /usr/lib/x86_64-linux-gnu/libfoo\.so\.1\.0: "
@@ -163,31 +219,31 @@ def test_a_library_dir_linked_into_a_volume_is_not_written(
 
 
 def test_a_symlink_record_into_a_volume_is_not_written(
-        helper: Path, tree: Tree, start_container: StartContainer, volume: Path) -> None:
+        kernel_helper: Path, tree: Tree, start_container: StartContainer, volume: Path) -> None:
     r = tree.rootfs
     (r / "usr/lib/x86_64-linux-gnu").symlink_to("/data/lib")
     c = with_volume(start_container, r, volume)
-    res = run_helper(helper, plan_text(
+    res = run_helper(kernel_helper, plan_text(
         c.pid, r, ("symlink", "/usr/lib/x86_64-linux-gnu/libfoo.so", "libfoo.so.1")))
     one_line_failure(res, r"symlink /usr/lib/x86_64-linux-gnu/libfoo\.so: .* leads through a "
                           r"symbolic link of the image into another mount .*")
     assert list((volume / "lib").iterdir()) == []
 
 
-def test_etc_linked_into_a_volume_gets_no_cache(helper: Path, tree: Tree,
+def test_etc_linked_into_a_volume_gets_no_cache(kernel_helper: Path, tree: Tree,
                                                 start_container: StartContainer,
                                                 volume: Path) -> None:
     r = tree.rootfs
     (r / "etc").rmdir()
     (r / "etc").symlink_to("/data/etc")
     c = with_volume(start_container, r, volume)
-    res = run_helper(helper, ldconfig_plan(c.pid, r))
+    res = run_helper(kernel_helper, ldconfig_plan(c.pid, r))
     one_line_failure(res, r"ldconfig /etc: is on another mount than the container's root .*")
     assert list((volume / "etc").iterdir()) == []
 
 
 def test_ldconfig_cannot_write_into_a_volume_whatever_it_follows(
-        helper: Path, tree: Tree, start_container: StartContainer, volume: Path,
+        kernel_helper: Path, tree: Tree, start_container: StartContainer, volume: Path,
         testlib: Path) -> None:
     # A library directory that ld.so.conf names, linked into the volume: ldconfig reads it but
     # its view is read-only there, so no SONAME link lands in the volume.
@@ -197,7 +253,7 @@ def test_ldconfig_cannot_write_into_a_volume_whatever_it_follows(
     (r / "opt/vlib").symlink_to("/data/lib")
     (r / "etc/ld.so.conf").write_text("/opt/vlib\n")
     c = with_volume(start_container, r, volume)
-    res = run_helper(helper, ldconfig_plan(c.pid, r))
+    res = run_helper(kernel_helper, ldconfig_plan(c.pid, r))
     assert sorted(p.name for p in (volume / "lib").iterdir()) == ["libnvtest.so.1.2.3"], \
         res.stderr
     if res.returncode != 0:
@@ -205,11 +261,11 @@ def test_ldconfig_cannot_write_into_a_volume_whatever_it_follows(
 
 
 def test_a_volume_mounted_at_the_path_itself_is_used(
-        helper: Path, tree: Tree, start_container: StartContainer, volume: Path) -> None:
+        kernel_helper: Path, tree: Tree, start_container: StartContainer, volume: Path) -> None:
     # No symlink leads there: the operator put the volume at that path, as NVIDIA's hook allows.
     r = tree.rootfs
     c = with_volume(start_container, r, volume, at="usr/lib/x86_64-linux-gnu")
-    res = run_helper(helper, plan_text(
+    res = run_helper(kernel_helper, plan_text(
         c.pid, r, ("symlink", "/usr/lib/x86_64-linux-gnu/libfoo.so", "libfoo.so.1")))
     assert res.returncode == 0, res.stderr
     assert os.readlink(volume / "libfoo.so") == "libfoo.so.1"
@@ -244,7 +300,7 @@ def start_peer_container(rootfs: Path, volume: Path, then: str = "") -> subproce
 
 
 @pytest.mark.parametrize("then", ["", "mount --make-slave DATA"], ids=["rshared", "rslave"])
-def test_a_mount_on_a_volume_never_reaches_the_host(helper: Path, tree: Tree,
+def test_a_mount_on_a_volume_never_reaches_the_host(kernel_helper: Path, tree: Tree,
                                                     shared_volume: Path, then: str) -> None:
     r = tree.rootfs
 
@@ -259,7 +315,7 @@ def test_a_mount_on_a_volume_never_reaches_the_host(helper: Path, tree: Tree,
             wait_for(lambda: any(f"{r}/data" in ln and "master:" in ln for ln in
                                  Path(f"/proc/{p.pid}/mountinfo").read_text().splitlines()),
                      "the slave volume")
-        res = run_helper(helper, plan_text(
+        res = run_helper(kernel_helper, plan_text(
             p.pid, r, ("mount", "/data/libfoo.so.1.0", tree.host / "lib/libfoo.so.1.0",
                        LIB_OPTS)))
         if then:
@@ -277,13 +333,13 @@ def test_a_mount_on_a_volume_never_reaches_the_host(helper: Path, tree: Tree,
 
 # ---------------------------------------------------------------------------- item 10
 def test_an_init_that_exited_is_not_taken_for_another_process(
-        helper: Path, tree: Tree) -> None:
+        kernel_helper: Path, tree: Tree) -> None:
     # A zombie still holds its number: /proc/<pid> opens, but the pidfd says it is gone.
     p = subprocess.Popen(["unshare", "--mount", "true"])
     wait_for(lambda: Path(f"/proc/{p.pid}/stat").read_text().split(") ")[1][0] == "Z",
              "the zombie")
     try:
-        res = run_helper(helper, plan_text(p.pid, tree.rootfs))
+        res = run_helper(kernel_helper, plan_text(p.pid, tree.rootfs))
         one_line_failure(res, rf"setns /proc/{p.pid}/ns/mnt: no such process.*")
     finally:
         p.wait()
