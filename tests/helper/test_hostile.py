@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 from helperkit import (
-    OpenWatch, StartContainer, Tree, ns, plan_text, run_helper, snapshot, wait_for,
+    OpenWatch,
+    StartContainer,
+    Tree,
+    ns,
+    plan_text,
+    run_helper,
+    snapshot,
+    wait_for,
 )
 
 LIB_OPTS = "bind,ro,nosuid,nodev"
