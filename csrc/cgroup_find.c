@@ -13,6 +13,7 @@
 
 #include "cgroup_int.h"
 #include "error.h"
+#include "procfile.h"
 
 struct cg_mount {
 	unsigned int dev_major, dev_minor;
@@ -26,66 +27,6 @@ struct cg_mounts {
 	char *text; /* the file the strings point into */
 };
 
-/* Read a whole (proc or cgroup) file; these report no size, so read until EOF. */
-char *cg_read_all_at(int dir_fd, const char *name, size_t *len_out)
-{
-	size_t cap = 4096, len = 0;
-	char *buf, *bigger;
-	ssize_t r;
-	int fd, saved;
-
-	fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return NULL;
-	buf = malloc(cap);
-	if (buf == NULL)
-		goto fail;
-	for (;;) {
-		if (cap - len < 2) {
-			bigger = realloc(buf, cap * 2);
-			if (bigger == NULL)
-				goto fail;
-			buf = bigger;
-			cap *= 2;
-		}
-		r = read(fd, buf + len, cap - len - 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			goto fail;
-		if (r == 0)
-			break;
-		len += (size_t)r;
-	}
-	close(fd);
-	buf[len] = '\0';
-	if (len_out != NULL)
-		*len_out = len;
-	return buf;
-fail:
-	saved = errno;
-	free(buf);
-	close(fd);
-	errno = saved;
-	return NULL;
-}
-
-/* mountinfo escapes space, tab, newline and backslash as \ooo. */
-static void unescape_octal(char *s)
-{
-	char *out = s;
-
-	while (*s != '\0') {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-		    s[3] >= '0' && s[3] <= '7') {
-			*out++ = (char)(((s[1] - '0') << 6) | ((s[2] - '0') << 3) | (s[3] - '0'));
-			s += 4;
-		} else {
-			*out++ = *s++;
-		}
-	}
-	*out = '\0';
-}
 
 static int has_option(const char *list, const char *opt)
 {
@@ -119,7 +60,7 @@ static int read_mounts(int dir_fd, const char *file, struct cg_mounts *out)
 	size_t cap = 0;
 
 	memset(out, 0, sizeof(*out));
-	out->text = cg_read_all_at(dir_fd, file, NULL);
+	out->text = read_all_at(dir_fd, file, NULL);
 	if (out->text == NULL)
 		return -1;
 	for (line = out->text; line != NULL && *line != '\0'; line = next) {
@@ -255,7 +196,7 @@ static int open_candidate(const struct cg_mount *m, const char *cgpath, pid_t pi
 	     (unsigned long)sfs.f_type ==
 		     (m->version == 1 ? (unsigned long)CGROUP_SUPER_MAGIC : (unsigned long)CGROUP2_SUPER_MAGIC);
 	if (ok) {
-		procs = cg_read_all_at(fd, "cgroup.procs", NULL);
+		procs = read_all_at(fd, "cgroup.procs", NULL);
 		ok = procs != NULL && pid_listed(procs, pid);
 		free(procs);
 	}
@@ -285,7 +226,7 @@ int cg_find(int procfd, pid_t pid, int *version, char *path, size_t pathlen)
 		return -1;
 	}
 	snprintf(file, sizeof(file), "/proc/%d/cgroup", (int)pid);
-	cgtext = cg_read_all_at(procfd, "cgroup", NULL);
+	cgtext = read_all_at(procfd, "cgroup", NULL);
 	if (cgtext == NULL) {
 		set_error("cgroup-find", file, "%s", strerror(errno));
 		mounts_free(&theirs);

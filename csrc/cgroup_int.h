@@ -29,8 +29,6 @@ struct cg_undo {
 	size_t nswaps;
 };
 
-/* cgroup_find.c: a whole (proc or cgroup) file, NUL-terminated; NULL with errno on failure. */
-char *cg_read_all_at(int dir_fd, const char *name, size_t *len_out);
 /* cgroup_find.c: open the device cgroup directory of `pid` (v1 devices, else cgroup2). */
 int cg_find(int procfd, pid_t pid, int *version, char *path, size_t pathlen);
 

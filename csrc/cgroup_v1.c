@@ -7,6 +7,7 @@
 
 #include "cgroup_int.h"
 #include "error.h"
+#include "procfile.h"
 
 static int write_str_at(int dir_fd, const char *name, const char *s)
 {
@@ -89,7 +90,7 @@ int cg_v1_allow(struct cg_undo *u, const struct cg_rule *rules, size_t n)
 	int allow_all = 0, failed = 0;
 	char *text;
 
-	text = cg_read_all_at(u->dir_fd, "devices.list", &len);
+	text = read_all_at(u->dir_fd, "devices.list", &len);
 	if (text == NULL) {
 		set_error("cgroup-allow", u->path, "read devices.list: %s", strerror(errno));
 		return -1;

@@ -192,7 +192,10 @@ static int open_target(pid_t pid, struct target *t)
 	/* Our own namespace would make every mount land on the host. */
 	t->nsfd = openat(t->procfd, "ns/mnt", O_RDONLY | O_CLOEXEC);
 	if (t->nsfd < 0) {
-		set_error("setns", t->nspath, "%s", strerror(errno));
+		/* A zombie keeps its number and its /proc directory, but no namespaces. */
+		set_error("setns", t->nspath, "%s",
+			  errno == ENOENT || errno == ESRCH ? "no such process (it exited meanwhile)"
+							    : strerror(errno));
 		return -1;
 	}
 	struct stat theirs, ours;
@@ -207,6 +210,12 @@ static int open_target(pid_t pid, struct target *t)
 		return -1;
 	}
 	return 0;
+}
+
+/* Still the same, living process? (procfd is bound to it: reads fail once it is gone.) */
+static int target_alive(const struct target *t)
+{
+	return t->pidfd >= 0 ? pidfd_alive(t->pidfd) : start_time(t->procfd) >= 0;
 }
 
 static void close_target(struct target *t)
@@ -327,6 +336,11 @@ int main(int argc, char **argv)
 	}
 	if (enter(&t, p.rootfs, &c) != 0)
 		goto undo;
+	/* The cgroup work above was for this process: it must not have exited meanwhile. */
+	if (!target_alive(&t)) {
+		set_error("setns", t.nspath, "no such process (it exited meanwhile)");
+		goto undo;
+	}
 	timing("setns", 1, &t0);
 	if (inject(&c, &p, ldfd, timeout_ms) != 0)
 		goto undo;

@@ -11,17 +11,26 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "procfile.h"
 
 int mount_id(int fd, uint64_t *id)
 {
 	struct statx stx;
-	if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &stx) != 0)
-		return -1;
-	if (!(stx.stx_mask & STATX_MNT_ID)) {
-		errno = ENOSYS;
-		return -1;
+	if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &stx) == 0 &&
+	    (stx.stx_mask & STATX_MNT_ID)) {
+		*id = stx.stx_mnt_id;
+		return 0;
 	}
-	*id = stx.stx_mnt_id;
+	/* Before Linux 5.8: name_to_handle_at reports the same id (a too-small handle is fine:
+	 * EOVERFLOW still fills it in). */
+	struct {
+		struct file_handle fh;
+		unsigned char room[128];
+	} h = {.fh.handle_bytes = 128};
+	int mnt;
+	if (name_to_handle_at(fd, "", &h.fh, &mnt, AT_EMPTY_PATH) != 0 && errno != EOVERFLOW)
+		return -1;
+	*id = (uint64_t)mnt;
 	return 0;
 }
 
@@ -94,57 +103,15 @@ static struct {
 	char *text;
 } table;
 
-static void unescape(char *s)
-{
-	char *out = s;
-	while (*s != '\0') {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-		    s[3] >= '0' && s[3] <= '7') {
-			*out++ = (char)(((s[1] - '0') << 6) | ((s[2] - '0') << 3) | (s[3] - '0'));
-			s += 4;
-		} else {
-			*out++ = *s++;
-		}
-	}
-	*out = '\0';
-}
-
 static int load_table(void)
 {
 	free(table.v);
 	free(table.text);
 	memset(&table, 0, sizeof(table));
-	int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	size_t len = 0;
+	char *buf = read_all_at(AT_FDCWD, "/proc/self/mountinfo", &len);
+	if (buf == NULL)
 		return -1;
-	size_t cap = 16384, len = 0;
-	char *buf = malloc(cap);
-	ssize_t r = 0;
-	while (buf != NULL) {
-		if (cap - len < 2) {
-			char *bigger = cap < (64u << 20) ? realloc(buf, cap * 2) : NULL;
-			if (bigger == NULL) {
-				free(buf);
-				buf = NULL;
-				break;
-			}
-			buf = bigger;
-			cap *= 2;
-		}
-		r = read(fd, buf + len, cap - len - 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		len += (size_t)r;
-	}
-	close(fd);
-	if (buf == NULL || r < 0) {
-		free(buf);
-		errno = ENOMEM;
-		return -1;
-	}
-	buf[len] = '\0';
 	table.text = buf;
 	size_t lines = 1;
 	for (size_t i = 0; i < len; i++)
@@ -157,18 +124,20 @@ static int load_table(void)
 		if (next != NULL)
 			*next++ = '\0';
 		/* id parent major:minor root point options [optional fields...] - fstype ... */
-		char *save = NULL, *f[6];
+		char *save = NULL, *f[6], *tok = strtok_r(line, " ", &save);
 		size_t nf = 0;
-		for (char *tok = strtok_r(line, " ", &save); tok != NULL && nf < 6;
-		     tok = strtok_r(NULL, " ", &save))
+		while (tok != NULL && nf < 6) {
 			f[nf++] = tok;
+			if (nf < 6)
+				tok = strtok_r(NULL, " ", &save);
+		}
 		if (nf < 6)
 			continue;
 		struct mnt_entry *e = &table.v[table.n++];
 		e->id = strtoull(f[0], NULL, 10);
-		unescape(f[4]);
+		unescape_octal(f[4]);
 		e->point = f[4];
-		for (char *tok = strtok_r(NULL, " ", &save); tok != NULL && strcmp(tok, "-") != 0;
+		for (tok = strtok_r(NULL, " ", &save); tok != NULL && strcmp(tok, "-") != 0;
 		     tok = strtok_r(NULL, " ", &save))
 			if (strncmp(tok, "shared:", 7) == 0)
 				e->shared = 1;

@@ -19,7 +19,7 @@ CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE"]
 # The cgroup code and what it depends on (the error module), without the helper's main.
 CGROUP_SOURCES = [ROOT / "csrc" / n for n in (
     "cgroup.c", "cgroup_find.c", "cgroup_v1.c", "cgroup_bpf.c", "cgroup_rule.c", "bpfprog.c",
-    "error.c")]
+    "procfile.c", "error.c")]
 
 # Nodes the probe opens: no driver answers 195:*, so an allowed open fails with ENXIO and a
 # denied one with EPERM; 1:3 is /dev/null's number, which the filters allow and which opens.

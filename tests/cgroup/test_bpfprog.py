@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.cgroup.conftest import CFLAGS, ROOT
 
@@ -132,10 +133,10 @@ def run(prog: list[Insn], dtype: int, major: int, minor: int, acc: int) -> int:
         code, dst, src, off, imm = prog[pc]
         cls, op = code & 0x07, code & 0xf0
 
-        def val(r: int) -> int:
+        def val(r: int, at: int = pc) -> int:
             v = regs[r]
             if not isinstance(v, int):
-                raise Fault(f"insn {pc}: r{r} read before it is written ({v})")
+                raise Fault(f"insn {at}: r{r} read before it is written ({v})")
             return v
 
         if cls == LDX:

@@ -2,8 +2,10 @@
 a tree snapshot, the helper's input text, and running the helper."""
 from __future__ import annotations
 
+import ctypes
 import os
 import stat
+import struct
 import subprocess
 import time
 from collections.abc import Callable
@@ -114,3 +116,31 @@ def run_helper(helper: Path, text: str, *args: str,
     """The helper as nvhook runs it: absolute path, empty environment, plan on stdin."""
     return subprocess.run([str(helper), *args], input=text, capture_output=True, text=True,
                           env=EMPTY_ENV, timeout=timeout)
+
+
+IN_OPEN, IN_NONBLOCK = 0x20, 0o4000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class OpenWatch:
+    """inotify IN_OPEN on directories: which entries anyone opened (O_PATH does not count)."""
+
+    def __init__(self, *dirs: Path) -> None:
+        self.fd = _libc.inotify_init1(IN_NONBLOCK)
+        assert self.fd >= 0
+        for d in dirs:
+            assert _libc.inotify_add_watch(self.fd, bytes(d), IN_OPEN) >= 0, d
+
+    def opened(self) -> set[str]:
+        names: set[str] = set()
+        try:
+            data = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return names
+        finally:
+            os.close(self.fd)
+        while data:
+            _wd, _mask, _cookie, n = struct.unpack_from("iIII", data)
+            names.add(data[16:16 + n].rstrip(b"\0").decode())
+            data = data[16 + n:]
+        return names
