@@ -1,8 +1,9 @@
-/* libFuzzer harness for the helper's cgroup parsers (csrc/cgroup.c): /proc/<pid>/mountinfo
- * (read_mounts, unescape_octal, has_option), /proc/<pid>/cgroup (cgroup_line) and cgroup
- * v1's devices.list (parse_devices_list). They are static, so the file is included by name.
- * The first input byte picks the parser. */
-#include "cgroup.c"
+/* libFuzzer harness for the helper's cgroup parsers: /proc/<pid>/mountinfo (read_mounts,
+ * has_option; csrc/cgroup_find.c), /proc/<pid>/cgroup (cgroup_line; cgroup_find.c) and cgroup
+ * v1's devices.list (parse_devices_list; csrc/cgroup_v1.c). They are static, so the files
+ * are included by name. The first input byte picks the parser. */
+#include "cgroup_find.c"
+#include "cgroup_v1.c"
 
 #include <stdint.h>
 #include <sys/mman.h>
@@ -35,7 +36,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		if (fd >= 0 && write(fd, data + 1, size - 1) == (ssize_t)(size - 1)) {
 			snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-			if (read_mounts(path, &m) == 0)
+			clear_error();
+			if (read_mounts(AT_FDCWD, path, &m) == 0)
 				mounts_free(&m);
 		}
 		if (fd >= 0)

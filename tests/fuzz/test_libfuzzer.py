@@ -21,8 +21,9 @@ SECONDS = int(os.environ.get("NVHOOK_FUZZ_SECONDS", "20"))
 FLAGS = ["-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all",
          "-D_GNU_SOURCE", f"-I{CSRC}"]
 TARGETS = {
-    "parse": ["fuzz_parse.c", str(CSRC / "parse.c")],
-    "cgroup": ["fuzz_cgroup.c"],            # includes csrc/cgroup.c itself
+    "parse": ["fuzz_parse.c", str(CSRC / "parse.c"), str(CSRC / "error.c")],
+    "cgroup": ["fuzz_cgroup.c", str(CSRC / "procfile.c"), str(CSRC / "error.c"),
+               str(CSRC / "cgroup_rule.c")],   # includes cgroup_find.c and cgroup_v1.c
 }
 
 

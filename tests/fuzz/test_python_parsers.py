@@ -159,8 +159,8 @@ GPUS = (Gpu(0, 0, "GPU-aaaaaaaa-0000-0000-0000-000000000000", "00000000:06:00.0"
 @FUZZ
 @given(env_lists, st.booleans())
 def test_env_grammar(config: Config, env: list[str], privileged: bool) -> None:
+    from nvhook.devselect import check_mig_management, select_devices
     from nvhook.model import Container
-    from nvhook.select import check_mig_management, select_devices
 
     def run() -> None:
         container = Container(

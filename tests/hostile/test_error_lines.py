@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 
 from nvhook.config import Config
+from nvhook.devselect import select_devices
 from nvhook.errors import MAX_LINE, MAX_VALUE, NvhookError, quote
 from nvhook.model import Container
 from nvhook.request import parse_request
 from nvhook.require import check
-from nvhook.select import select_devices
 
 
 def _error(env: dict[str, str]) -> str:

@@ -5,10 +5,9 @@ One case per attack; each names the class it belongs to. Every case ends in `che
 table and canaries are unchanged, the container's device cgroup allows only what it should,
 and the outcome is a clean start or one nvhook line naming the cause.
 
-Cases whose fix belongs to the C helper's items of issue 10 (1: ldconfig opening the image's
-FIFOs and devices; 8: writes through volumes; 9: shared propagation) are marked
-xfail(strict=True) while they fail on this branch: the coordinator flips them when the
-helper's branch (wt-csrc) lands.
+Cases whose fix lives in the C helper (issue 10 items 1: ldconfig never opens the image's
+FIFOs and devices; 8: no writes through volumes; 9: no binds on shared mounts) run here too,
+through real runc, beside the helper-level tests in tests/helper and tests/e2e.
 """
 from __future__ import annotations
 
@@ -35,10 +34,6 @@ pytestmark = pytest.mark.slow
 
 GPU = ["NVIDIA_VISIBLE_DEVICES=all"]
 LIB = "usr/lib/x86_64-linux-gnu"
-C_HELPER = "issue 10 item {}: C helper, in progress on branch wt-csrc"
-XFAIL_1 = pytest.mark.xfail(strict=True, reason=C_HELPER.format(1))
-XFAIL_8 = pytest.mark.xfail(strict=True, reason=C_HELPER.format(8))
-XFAIL_9 = pytest.mark.xfail(strict=True, reason=C_HELPER.format(9))
 
 
 def _replace_with_link(path: Path, target: str | Path) -> None:
@@ -229,9 +224,9 @@ def _plant(path: Path, kind: str) -> None:
 # What ldconfig -r, run by the helper, and nvhook read in the image: ld.so.conf, its
 # includes, library directories, ldconfig's aux cache, /etc (issue 10 item 1 for ldconfig).
 _LDCONFIG_READS = [
-    pytest.param("etc/ld.so.conf", "fifo", marks=XFAIL_1),
+    pytest.param("etc/ld.so.conf", "fifo"),
     ("etc/ld.so.conf", "kmsg"), ("etc/ld.so.conf", "socket"),
-    pytest.param("etc/ld.so.conf.d/evil.conf", "fifo", marks=XFAIL_1),
+    pytest.param("etc/ld.so.conf.d/evil.conf", "fifo"),
     ("etc/ld.so.conf.d/evil.conf", "kmsg"),
     (f"{LIB}/libevil.so.1", "fifo"), (f"{LIB}/libevil.so.1", "kmsg"),
     (f"{LIB}/libevil.so.1", "disk"), (f"{LIB}/libevil.so.1", "socket"),
@@ -256,7 +251,7 @@ def test_special_file_on_a_path_ldconfig_reads(hooked, hostile, tmp_path: Path, 
 @pytest.mark.parametrize("text", [
     "include /etc/ld.so.conf\n",
     "include /etc/ld.so.conf.d/*.conf\n",     # with a.conf including ld.so.conf back
-    pytest.param("include /etc/../etc/./ld.so.conf\n" * 50, marks=XFAIL_1),
+    pytest.param("include /etc/../etc/./ld.so.conf\n" * 50),
 ], ids=["self", "through-a-glob", "fifty-self"])
 def test_include_loops(hooked, hostile, tmp_path: Path, text: str) -> None:
     """ld.so.conf including itself, directly, through a glob, or fifty times per level
@@ -340,7 +335,6 @@ def _volume(spec_dest: str, host: Path, options: list[str]):
     return edit
 
 
-@XFAIL_8
 @pytest.mark.parametrize("where", ["etc", LIB, "var/cache/ldconfig"])
 def test_image_links_into_a_volume(hooked, hostile, tmp_path: Path, where: str) -> None:
     """The image points /etc, a library directory or ldconfig's cache directory into a
@@ -367,7 +361,6 @@ def test_image_links_into_a_volume(hooked, hostile, tmp_path: Path, where: str) 
     assert written == [], f"written into the host volume: {written}"
 
 
-@XFAIL_9
 def test_shared_propagation_volume(hooked, hostile, tmp_path: Path) -> None:
     """A library directory under a volume with shared propagation (Kubernetes
     Bidirectional, rshared): a bind made there before its propagation is set propagates to
