@@ -88,6 +88,9 @@ def host_state(config: Config) -> bytes:
     paths += [dev, os.path.join(dev, "nvidia-caps"),
               os.path.join(dev, "nvidia-caps-imex-channels"),
               config.persistenced_socket, config.fabricmanager_socket, config.mps_pipe_dir]
+    # IPC endpoints are looked up under the driver root first (inventory/driver.find_ipc)
+    paths += [config.host_path(root, p) for p in (config.persistenced_socket,
+              config.fabricmanager_socket, config.mps_pipe_dir) if p]
     parts += [_stat(p).encode() for p in paths]
     return b"\1".join(parts)
 

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -243,6 +244,21 @@ EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *
     snprintf(pci->busId, sizeof(pci->busId), "%08X:%02X:%02X.0",
              gpu->domain, gpu->bus, gpu->dev);
     return NVML_SUCCESS;
+}
+
+/* The unversioned (v1) query that NVIDIA's libnvidia-container calls: it fills only the
+ * first, legacy part of the struct (bus id "%04X:%02X:%02X.0", domain, bus, device, ids). */
+EXPORT nvmlReturn_t nvmlDeviceGetPciInfo(nvmlDevice_t device, nvmlPciInfo_t *pci)
+{
+    nvmlPciInfo_t full;
+    nvmlReturn_t r;
+
+    if (pci == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    r = nvmlDeviceGetPciInfo_v3(device, &full);
+    if (r == NVML_SUCCESS)
+        memcpy(pci, &full, offsetof(nvmlPciInfo_t, busId));
+    return r;
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned int length)

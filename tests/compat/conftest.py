@@ -1,0 +1,70 @@
+"""The compat suite's shared bench: NVIDIA's reference binaries (NVHOOK_REFERENCE), nvhook's
+launcher and helper, one fake driver per host layout, and pristine rootfs per image layout,
+all built once per session."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nvhook.install import module_dirs, write_launcher
+from tests.compat.harness import (
+    ENABLE_HINT,
+    Bench,
+    Host,
+    cache_entries,
+    nvidia_config,
+    reference_dir,
+    snapshot,
+)
+from tests.containers import make_rootfs
+from tests.fakedriver import build_fake_driver, build_probe
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def reference() -> Path:
+    ref = reference_dir()
+    if ref is None:
+        pytest.skip(f"NVIDIA's hook 1.17.2 is not available: {ENABLE_HINT}")
+    return ref
+
+
+@pytest.fixture(scope="session")
+def bench(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Bench:
+    work = tmp_path_factory.mktemp("compat")
+    helper = work / "bin/nvhook-helper"
+    subprocess.run(["sh", str(REPO / "csrc/build.sh"), str(helper)], check=True)
+    hook = work / "bin/nvidia-container-runtime-hook"
+    write_launcher(str(hook), "/usr/bin/python3", module_dirs())
+    probe = build_probe(work / "probe")
+    images = {
+        "debian": make_rootfs(work / "image-debian",
+                              copies={"/usr/local/bin/nvml-probe": probe}),
+        "lib64": make_rootfs(work / "image-lib64", debian=False,
+                             copies={"/usr/local/bin/nvml-probe": probe}),
+    }
+    bench = Bench(reference=reference, nvhook_hook=hook, work=work, images=images,
+                  pristine={k: snapshot(v) for k, v in images.items()},
+                  pristine_cache={k: cache_entries(v) for k, v in images.items()})
+    hook_section = (f'\n[hook]\nhelper = "{helper}"\ncache-dir = "{work / "cache"}"\n')
+    # The driver in a root laid out like / (Debian multiarch, ld.so.cache, IPC, /dev)...
+    debian = build_fake_driver(work / "drv-debian", gpus=2, mig_gpus=(1,))
+    cfg = work / "nvhook-debian.toml"
+    cfg.write_text(debian.config_path.read_text() + hook_section)
+    bench.hosts["debian"] = Host("debian", debian, nvidia_config(
+        work / "nvidia-debian.toml", reference, debian.root, work / "nvidia-debian.log"), cfg)
+    # ... and the GPU operator's driver root (lib64/lib32, its own /dev, IPC sockets and
+    # ld.so.cache inside), configured as a user would: the roots only, IPC paths default.
+    op = build_fake_driver(work / "drv-operator", gpus=2, layout="driver-root",
+                           operator=True)
+    cfg = work / "nvhook-operator.toml"
+    cfg.write_text("[host]\n"
+                   f'driver-root = "{op.root}"\n'
+                   f'dev-root = "{op.dev_root}"\n'
+                   f'proc-root = "{op.proc_root}"\n' + hook_section)
+    bench.hosts["operator"] = Host("operator", op, nvidia_config(
+        work / "nvidia-operator.toml", reference, op.root, work / "nvidia-operator.log"), cfg)
+    return bench
