@@ -33,8 +33,21 @@ def reference() -> Path:
 
 
 @pytest.fixture(scope="session")
-def bench(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Bench:
+def bench(nvhook_bench: Bench, reference: Path) -> Bench:
+    """The bench with NVIDIA's reference binaries (the suite skips without them)."""
+    bench = nvhook_bench
+    bench.reference = reference
+    for host in bench.hosts.values():
+        nvidia_config(host.nvidia_config, reference, host.driver.root,
+                      host.nvidia_config.with_suffix(".log"))
+    return bench
+
+
+@pytest.fixture(scope="session")
+def nvhook_bench(tmp_path_factory: pytest.TempPathFactory) -> Bench:
+    """nvhook's side of the bench: needs no reference binaries."""
     work = tmp_path_factory.mktemp("compat")
+    reference = Path("/nonexistent-reference")
     helper = work / "bin/nvhook-helper"
     subprocess.run(["sh", str(REPO / "csrc/build.sh"), str(helper)], check=True)
     hook = work / "bin/nvidia-container-runtime-hook"
@@ -54,8 +67,7 @@ def bench(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Bench:
     debian = build_fake_driver(work / "drv-debian", gpus=2, mig_gpus=(1,))
     cfg = work / "nvhook-debian.toml"
     cfg.write_text(debian.config_path.read_text() + hook_section)
-    bench.hosts["debian"] = Host("debian", debian, nvidia_config(
-        work / "nvidia-debian.toml", reference, debian.root, work / "nvidia-debian.log"), cfg)
+    bench.hosts["debian"] = Host("debian", debian, work / "nvidia-debian.toml", cfg)
     # ... and the GPU operator's driver root (lib64/lib32, its own /dev, IPC sockets and
     # ld.so.cache inside), configured as a user would: the roots only, IPC paths default.
     op = build_fake_driver(work / "drv-operator", gpus=2, layout="driver-root",
@@ -65,6 +77,5 @@ def bench(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Bench:
                    f'driver-root = "{op.root}"\n'
                    f'dev-root = "{op.dev_root}"\n'
                    f'proc-root = "{op.proc_root}"\n' + hook_section)
-    bench.hosts["operator"] = Host("operator", op, nvidia_config(
-        work / "nvidia-operator.toml", reference, op.root, work / "nvidia-operator.log"), cfg)
+    bench.hosts["operator"] = Host("operator", op, work / "nvidia-operator.toml", cfg)
     return bench
