@@ -3,6 +3,7 @@ launcher and helper, one fake driver per host layout, and pristine rootfs per im
 all built once per session."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -59,6 +60,15 @@ def nvhook_bench(tmp_path_factory: pytest.TempPathFactory) -> Bench:
         "lib64": make_rootfs(work / "image-lib64", debian=False,
                              copies={"/usr/local/bin/nvml-probe": probe}),
     }
+    # an image whose library dir is an absolute symlink (/usr/lib/x86_64-linux-gnu ->
+    # /opt/lib): both hooks must resolve it inside the rootfs
+    linked = work / "image-libdir-link"
+    shutil.copytree(images["debian"], linked, symlinks=True)
+    (linked / "opt").mkdir()
+    shutil.move(str(linked / "usr/lib/x86_64-linux-gnu"), str(linked / "opt/lib"))
+    (linked / "usr/lib/x86_64-linux-gnu").symlink_to("/opt/lib")
+    subprocess.run(["ldconfig", "-r", str(linked)], check=True)
+    images["libdir-link"] = linked
     bench = Bench(reference=reference, nvhook_hook=hook, work=work, images=images,
                   pristine={k: snapshot(v) for k, v in images.items()},
                   pristine_cache={k: cache_entries(v) for k, v in images.items()})

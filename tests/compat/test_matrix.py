@@ -177,6 +177,9 @@ def _cases() -> list[Case]:
     add("lib64-all", V + "all", image="lib64")
     add("lib64-compat32", V + "0", C + "compute,compat32", image="lib64")
     add("lib64-graphics", V + "0", C + "graphics,display", image="lib64")
+    # the image's library dir is an absolute symlink: resolved inside the rootfs by both
+    add("libdir-symlink-all", V + "all", image="libdir-link")
+    add("libdir-symlink-compat32", V + "0", C + "compute,compat32", image="libdir-link")
     # the driver in a driver root holding its IPC sockets (the GPU operator's layout)
     for name, caps in [("default", ""), ("utility", "utility"), ("compute", "compute"),
                        ("video", "video"), ("graphics", "graphics"),
@@ -188,6 +191,43 @@ def _cases() -> list[Case]:
 
 
 CASES = _cases()
+
+# Where both refuse the container: the phrase each one's error must hold (NVIDIA's, nvhook's).
+# nvhook's line adds the fix (docs/compat.md, D9).
+_UNKNOWN = {c.name: c.env[0].split("=", 1)[1] for c in CASES if c.name in (
+    "visible-NONE", "visible-VOID", "visible-unknown-word", "visible-index-out-of-range",
+    "visible-uuid-unknown", "visible-uuid-prefix", "visible-mig-index-unknown",
+    "visible-mig-of-non-mig-gpu")}
+_CAPS = ("unsupported capabilities found in", "unknown capability")
+CAUSES: dict[str, tuple[str, str]] = {
+    **{name: (f"{value}: unknown device",) * 2 for name, value in _UNKNOWN.items()},
+    "visible-cdi-name": ("nvidia.com/gpu=0: unknown device",
+                         "names CDI device nvidia.com/gpu=0"),
+    "caps-upper": _CAPS, "caps-unknown": _CAPS, "caps-known-and-unknown": _CAPS,
+    "caps-none": _CAPS,
+    "legacy-unsatisfied": ("unsatisfied condition: cuda>=14.0",) * 2,
+    "legacy-invalid-version": ("invalid CUDA version twelve",
+                               "CUDA_VERSION=twelve is not a valid version"),
+    "require-cuda-bad": ("unsatisfied condition: cuda>=14.0",) * 2,
+    "require-driver-bad": ("unsatisfied condition: driver<500",) * 2,
+    "require-arch-bad": ("unsatisfied condition: arch=8.0",) * 2,
+    "require-brand-bad": ("unsatisfied condition: brand=tesla",) * 2,
+    "require-or-group-none": ("unsatisfied condition: cuda>=14.0",) * 2,
+    "require-and-terms-bad": ("unsatisfied condition: cuda>=12.0,driver>=600",) * 2,
+    "require-invalid": ("invalid expression",) * 2,
+    "require-two-vars": ("unsatisfied condition: arch=8.0",) * 2,
+    "require-disabled-yes": ("unsatisfied condition: cuda>=14.0",) * 2,
+    "mig-config-unprivileged": ("cannot set MIG_CONFIG_DEVICES in non privileged",
+                                "NVIDIA_MIG_CONFIG_DEVICES is set in a container that is "
+                                "not privileged"),
+    "mig-monitor-unprivileged": ("cannot set MIG_MONITOR_DEVICES in non privileged",
+                                 "NVIDIA_MIG_MONITOR_DEVICES is set in a container that is "
+                                 "not privileged"),
+    "mig-config-with-mig-device": ("cannot enable mig-config with specific MIG devices",
+                                   "cannot be combined with specific MIG devices"),
+    "mig-config-not-all": ("only 'all' devices are currently supported",
+                           "only 'all' is supported"),
+}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -211,5 +251,12 @@ def test_case(bench: Bench, case: Case) -> None:
     assert not unexplained, ("differences no row of DIFFERENCES explains:\n"
                              + "\n".join(unexplained) + "\n" + errors)
     both_refused = all(r.seen["status"] == ["refused"] for r in runs.values())
+    if both_refused:
+        assert case.name in CAUSES, f"both refuse; name the cause in CAUSES:\n{errors}"
+        for impl, phrase in zip(("nvidia", "nvhook"), CAUSES[case.name], strict=True):
+            assert phrase in runs[impl].error, f"{impl} refused for another cause:\n{errors}"
+        assert "fix: " in runs["nvhook"].error, "nvhook's error names no fix"
+    else:
+        assert case.name not in CAUSES, f"CAUSES lists a case that starts:\n{errors}"
     stale = [] if both_refused else [n for n in case.expect if n not in shown]
     assert not stale, f"the case names differences it does not show: {stale}\n{errors}"
