@@ -40,7 +40,7 @@ def bench(nvhook_bench: Bench, reference: Path) -> Bench:
     bench.reference = reference
     for host in bench.hosts.values():
         nvidia_config(host.nvidia_config, reference, host.driver.root,
-                      host.nvidia_config.with_suffix(".log"))
+                      host.nvidia_config.with_suffix(".log"), host.top)
     return bench
 
 
@@ -78,6 +78,14 @@ def nvhook_bench(tmp_path_factory: pytest.TempPathFactory) -> Bench:
     cfg = work / "nvhook-debian.toml"
     cfg.write_text(debian.config_path.read_text() + hook_section)
     bench.hosts["debian"] = Host("debian", debian, work / "nvidia-debian.toml", cfg)
+    # the same driver under a hardened config: env requests only from privileged
+    # containers, the device plugin's volume-mount list, a swarm resource variable
+    top = ("accept-nvidia-visible-devices-envvar-when-unprivileged = false\n"
+           "accept-nvidia-visible-devices-as-volume-mounts = true\n"
+           'swarm-resource = "DOCKER_RESOURCE_GPU"\n')
+    cfg = work / "nvhook-strict.toml"
+    cfg.write_text(top + debian.config_path.read_text() + hook_section)
+    bench.hosts["strict"] = Host("strict", debian, work / "nvidia-strict.toml", cfg, top)
     # ... and the GPU operator's driver root (lib64/lib32, its own /dev, IPC sockets and
     # ld.so.cache inside), configured as a user would: the roots only, IPC paths default.
     op = build_fake_driver(work / "drv-operator", gpus=2, layout="driver-root",

@@ -43,6 +43,7 @@ class Host:
     driver: FakeDriver
     nvidia_config: Path
     nvhook_config: Path
+    top: str = ""            # top-level keys both config files start with
 
 
 @dataclass
@@ -58,8 +59,10 @@ class Bench:
     hosts: dict[str, Host] = field(default_factory=dict)
 
 
-def nvidia_config(path: Path, reference: Path, driver_root: Path, log: Path) -> Path:
+def nvidia_config(path: Path, reference: Path, driver_root: Path, log: Path,
+                  top: str = "") -> Path:
     path.write_text(
+        top +
         "[nvidia-container-cli]\n"
         f'root = "{driver_root}"\n'
         f'path = "{reference}/bin/nvidia-container-cli"\n'
@@ -136,7 +139,7 @@ def privileged(spec: dict) -> None:  # type: ignore[type-arg]
 
 
 def run_one(bench: Bench, host: Host, impl: str, env: list[str], image: str,
-            privileged_: bool, readonly: bool) -> Outcome:
+            privileged_: bool, readonly: bool, volume_ids: tuple[str, ...] = ()) -> Outcome:
     name = uuid.uuid4().hex[:10]
     bundle = bench.work / "bundles" / name
     bundle.mkdir(parents=True)
@@ -157,6 +160,10 @@ def run_one(bench: Bench, host: Host, impl: str, env: list[str], image: str,
 
     def edit(spec: dict) -> None:  # type: ignore[type-arg]
         spec["root"]["readonly"] = readonly
+        for device in volume_ids:       # the device plugin's /dev/null volume-mount list
+            spec["mounts"].append({"destination": f"/var/run/nvidia-container-devices/{device}",
+                                   "source": "/dev/null", "type": "bind",
+                                   "options": ["bind", "ro"]})
         if privileged_:
             privileged(spec)
 

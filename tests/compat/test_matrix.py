@@ -52,6 +52,11 @@ DIFFERENCES: dict[str, Difference] = {
 }
 DIFFERENCES["busid-without-domain-refused"] = Difference(
     "D6", "nvidia", lambda a, line: a == "status")
+# a /dev/null volume mount named "void": nvhook reads it as the env's void (no GPU, the
+# container untouched); NVIDIA passes it to its CLI as a device id and refuses.
+DIFFERENCES["volume-mount-void"] = Difference("D10", "nvhook", lambda a, line: True)
+DIFFERENCES["volume-mount-void-refused"] = Difference(
+    "D10", "nvidia", lambda a, line: a == "status")
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class Case:
     privileged: bool = False
     readonly: bool = False
     expect: tuple[str, ...] = ()
+    volume_ids: tuple[str, ...] = ()     # /dev/null mounts under /var/run/nvidia-container-devices
 
 
 def _cases() -> list[Case]:
@@ -83,7 +89,7 @@ def _cases() -> list[Case]:
             c.strip() in ("graphics", "display", "all") for c in caps.split(","))
         if caps is None and legacy:
             graphics = True                      # a legacy image gets every capability
-        gpu = legacy or any(e.startswith(V) for e in env)
+        gpu = (legacy or any(e.startswith(V) for e in env)) and not kw.pop("untouched", False)
         if graphics and gpu and "app-profile" not in expect:
             expect.append("app-profile")
         if kw.get("host") == "operator":
@@ -173,6 +179,21 @@ def _cases() -> list[Case]:
     # read-only rootfs
     add("readonly-all", V + "all", readonly=True)
     add("readonly-graphics", V + "0", C + "graphics,compat32", readonly=True)
+    # a hardened config: env requests only when privileged, volume mounts, swarm resource
+    add("strict-env-unprivileged-ignored", V + "all", host="strict")
+    add("strict-env-privileged", V + "all", host="strict", privileged=True)
+    add("strict-legacy-unprivileged-ignored", "CUDA_VERSION=12.0", host="strict",
+        untouched=True)
+    add("strict-volume-mount", host="strict", volume_ids=("0",))
+    add("strict-volume-mount-beats-env", V + "0", host="strict", volume_ids=("1",),
+        privileged=True)
+    add("strict-volume-mount-uuid", host="strict", volume_ids=(g1.uuid,))
+    add("strict-volume-mount-all", host="strict", volume_ids=("all",))
+    add("strict-volume-mount-void", V + "0", host="strict", volume_ids=("void",),
+        privileged=True, expect=("volume-mount-void", "volume-mount-void-refused"))
+    add("strict-swarm-resource", V + "0", "DOCKER_RESOURCE_GPU=1", host="strict",
+        privileged=True)
+    add("strict-swarm-resource-unprivileged", "DOCKER_RESOURCE_GPU=1", host="strict")
     # the lib64 image layout (no /etc/debian_version)
     add("lib64-all", V + "all", image="lib64")
     add("lib64-compat32", V + "0", C + "compute,compat32", image="lib64")
@@ -234,7 +255,7 @@ CAUSES: dict[str, tuple[str, str]] = {
 def test_case(bench: Bench, case: Case) -> None:
     host = bench.hosts[case.host]
     runs = {impl: run_one(bench, host, impl, list(case.env), case.image, case.privileged,
-                          case.readonly) for impl in ("nvidia", "nvhook")}
+                          case.readonly, case.volume_ids) for impl in ("nvidia", "nvhook")}
     lines = diff(runs["nvidia"].seen, runs["nvhook"].seen)
     rows = {name: DIFFERENCES[name] for name in case.expect}
     rows.update({n: d for n, d in DIFFERENCES.items() if d.everywhere})
