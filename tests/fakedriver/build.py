@@ -695,10 +695,6 @@ def build_fake_driver(dest: Path, *, gpus: int = 2, mig_gpus: tuple[int, ...] = 
     persistenced = ipc_root / "var/run/nvidia-persistenced/socket"
     fabricmanager = ipc_root / "var/run/nvidia-fabricmanager/socket"
     mps = ipc_root / "tmp/nvidia-mps"
-    # The driver's application profiles (graphics and display containers get the dir).
-    profiles = root / "etc/nvidia/nvidia-application-profiles-rc.d"
-    profiles.mkdir(parents=True)
-    (profiles / "fake-profile.json").write_text('{"rules": [], "profiles": []}\n')
     _bind_socket(persistenced)
     mps.mkdir(parents=True)
     if layout == "debian":
@@ -745,6 +741,7 @@ def build_fake_driver(dest: Path, *, gpus: int = 2, mig_gpus: tuple[int, ...] = 
         shutil.copyfile((smi if name == "nvidia-smi" else tool).result(), bin_dir / name)
         os.chmod(bin_dir / name, 0o755)
     if operator:
+        (root / "etc").mkdir(exist_ok=True)
         (root / "etc/ld.so.conf").write_text("/lib64\n/lib32\n")
     if layout == "debian" or operator:
         proc = subprocess.run([find_ldconfig(), "-r", str(root)], capture_output=True, text=True)
