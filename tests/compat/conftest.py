@@ -39,7 +39,7 @@ def bench(nvhook_bench: Bench, reference: Path) -> Bench:
     bench = nvhook_bench
     bench.reference = reference
     for host in bench.hosts.values():
-        nvidia_config(host.nvidia_config, reference, host.driver.root,
+        nvidia_config(host.nvidia_config, reference, host.root or host.driver.root,
                       host.nvidia_config.with_suffix(".log"), host.top)
     return bench
 
@@ -86,6 +86,17 @@ def nvhook_bench(tmp_path_factory: pytest.TempPathFactory) -> Bench:
     cfg = work / "nvhook-strict.toml"
     cfg.write_text(top + debian.config_path.read_text() + hook_section)
     bench.hosts["strict"] = Host("strict", debian, work / "nvidia-strict.toml", cfg, top)
+    # no driver at all: both hooks look in / (this machine has none)
+    cfg = work / "nvhook-nodriver.toml"
+    cfg.write_text(hook_section)
+    bench.hosts["nodriver"] = Host("nodriver", debian, work / "nvidia-nodriver.toml", cfg,
+                                   root=Path("/"))
+    # a half-removed driver: the ld.so.cache still names a library whose file is gone
+    broken = build_fake_driver(work / "drv-broken", gpus=1)
+    (broken.lib_dir / f"libnvidia-ptxjitcompiler.so.{broken.driver_version}").unlink()
+    cfg = work / "nvhook-broken.toml"
+    cfg.write_text(broken.config_path.read_text() + hook_section)
+    bench.hosts["broken"] = Host("broken", broken, work / "nvidia-broken.toml", cfg)
     # ... and the GPU operator's driver root (lib64/lib32, its own /dev, IPC sockets and
     # ld.so.cache inside), configured as a user would: the roots only, IPC paths default.
     op = build_fake_driver(work / "drv-operator", gpus=2, layout="driver-root",

@@ -44,6 +44,7 @@ class Host:
     nvidia_config: Path
     nvhook_config: Path
     top: str = ""            # top-level keys both config files start with
+    root: Path | None = None  # NVIDIA's driver root when not the fake driver's
 
 
 @dataclass

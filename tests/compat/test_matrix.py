@@ -71,10 +71,13 @@ class Case:
     volume_ids: tuple[str, ...] = ()     # /dev/null mounts under /var/run/nvidia-container-devices
 
 
+DRIVER_VERSION = "580.159.04"      # build_fake_driver's default
+
+
 def _cases() -> list[Case]:
     from tests.fakedriver.build import _gpus
     # The debian host's GPU table (2 GPUs, MIG on GPU 1), as build_fake_driver makes it.
-    g0, g1 = _gpus(2, (1,), 2, "580.159.04")
+    g0, g1 = _gpus(2, (1,), 2, DRIVER_VERSION)
     mig0 = g1.migs[0]
     V = "NVIDIA_VISIBLE_DEVICES="
     C = "NVIDIA_DRIVER_CAPABILITIES="
@@ -194,6 +197,11 @@ def _cases() -> list[Case]:
     add("strict-swarm-resource", V + "0", "DOCKER_RESOURCE_GPU=1", host="strict",
         privileged=True)
     add("strict-swarm-resource-unprivileged", "DOCKER_RESOURCE_GPU=1", host="strict")
+    # no driver on the host; a driver whose cache names a library that is gone
+    add("nodriver-all", V + "all", host="nodriver", untouched=True)
+    add("nodriver-none", V + "none", host="nodriver", untouched=True)
+    add("nodriver-no-request", host="nodriver")
+    add("broken-driver", V + "all", host="broken")
     # the lib64 image layout (no /etc/debian_version)
     add("lib64-all", V + "all", image="lib64")
     add("lib64-compat32", V + "0", C + "compute,compat32", image="lib64")
@@ -246,6 +254,12 @@ CAUSES: dict[str, tuple[str, str]] = {
                                  "not privileged"),
     "mig-config-with-mig-device": ("cannot enable mig-config with specific MIG devices",
                                    "cannot be combined with specific MIG devices"),
+    "nodriver-all": ("libnvidia-ml.so.1: cannot open shared object file",
+                     "libnvidia-ml.so.1 not found under driver root /"),
+    "nodriver-none": ("libnvidia-ml.so.1: cannot open shared object file",
+                      "libnvidia-ml.so.1 not found under driver root /"),
+    "broken-driver": (f"libnvidia-ptxjitcompiler.so.{DRIVER_VERSION}: no such file",
+                      "libnvidia-ptxjitcompiler.so.1 is listed in the ld.so.cache but missing"),
     "mig-config-not-all": ("only 'all' devices are currently supported",
                            "only 'all' is supported"),
 }
