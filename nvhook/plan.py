@@ -88,17 +88,23 @@ def build_plan(request: Request, inventory: Inventory, layout: Layout) -> Plan:
             dest = posixpath.join(layout.lib_dir, lib.name)
         mounts.append(Mount(lib.host_path, dest, LIB_OPTIONS))
     for item in inventory.binaries:
-        if item.group in groups:
+        # Binaries follow the capability itself: video brings the compute libraries but not
+        # the MPS binaries (docs/compat.md, "capabilities").
+        if item.group in caps:
             mounts.append(Mount(item.host_path, item.container_path, BIN_OPTIONS))
     for item in inventory.ipc:
         if item.group in groups:
             mounts.append(Mount(item.host_path, item.container_path, IPC_OPTIONS))
-    if groups:
-        # GSP firmware: the driver inside needs it whatever the capability (libnvc §3.5).
-        for item in inventory.firmware:
-            mounts.append(Mount(item.host_path, item.container_path, FIRMWARE_OPTIONS))
+    # GSP firmware: every GPU container, whatever its capabilities (compat32 alone too).
+    for item in inventory.firmware:
+        mounts.append(Mount(item.host_path, item.container_path, FIRMWARE_OPTIONS))
 
     symlinks.extend(_symlinks(layout.lib_dir, lib_names, inventory.driver_version))
+    if lib32:
+        # the same development links in the 32-bit directory (docs/compat.md, "symlinks")
+        names32 = {lib.name for lib in inventory.libraries
+                   if lib.bits == 32 and lib.group in groups}
+        symlinks.extend(_symlinks(layout.lib32_dir, names32, inventory.driver_version))
 
     proc_mask = None
     proc_mounts: list[Mount] = []

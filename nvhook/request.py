@@ -136,8 +136,8 @@ def _device_list(ids: list[str], origin: str) -> DeviceList | None:
             "request the GPU through CDI instead of this hook (docker/podman "
             "--device nvidia.com/gpu=all, or nvidia-container-runtime in cdi mode), or name "
             "GPUs by index or UUID; " + _LIST_FIX)
-    if "all" in ids:
-        return "all"
+    if any(i.casefold() == "all" for i in ids):
+        return "all"     # NVIDIA's CLI takes "all" in any case (docs/compat.md, "devices")
     return tuple(dict.fromkeys(ids))
 
 

@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
+# NVIDIA's 1.17.2 binaries for the compat suite (tests/compat skips, saying why, without)
+eval "$(bash scripts/reference.sh || true)"
 step() { echo "test.sh: $*" >&2; }
 step "ruff check nvhook"
 /usr/bin/python3 -m ruff check --no-cache nvhook

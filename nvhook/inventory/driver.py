@@ -421,21 +421,24 @@ IPC_CONTAINER_PATHS = {
 def find_ipc(config: Config) -> tuple[HostFile, ...]:
     """persistenced and fabricmanager sockets (utility) and the MPS pipe dir (compute).
 
-    The configured paths are host paths, not under the driver root: the daemons run on the
-    host (or publish their sockets to it) even when the driver files live elsewhere. In the
-    container they appear at the standard paths CUDA and NVML look at. ``group`` is the
-    capability that brings each one in.
+    Each configured path is looked up under the driver root first, then on the host: the
+    GPU operator's driver container keeps its daemons' sockets in its own /run, which the
+    host reaches under the driver root, while a driver installed on the host has them in
+    the host's /run (docs/compat.md, "IPC"). In the container they appear at the standard
+    paths CUDA and NVML look at. ``group`` is the capability that brings each one in.
     """
     out = []
+    roots = ((config.driver_root, "/") if config.driver_root not in ("", "/") else ("/",))
     for path, kind, group in ((config.persistenced_socket, "persistenced", "utility"),
                               (config.fabricmanager_socket, "fabricmanager", "utility"),
                               (config.mps_pipe_dir, "mps", "compute")):
         if not path:
             continue
-        real = resolve_in_root("/", path)
-        if real is None or os.path.isdir(real) != (kind == "mps"):
-            continue
-        out.append(HostFile(real, IPC_CONTAINER_PATHS[kind], group))
+        for root in roots:
+            real = resolve_in_root(root, path)
+            if real is not None and os.path.isdir(real) == (kind == "mps"):
+                out.append(HostFile(real, IPC_CONTAINER_PATHS[kind], group))
+                break
     return tuple(out)
 
 

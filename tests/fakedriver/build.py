@@ -613,7 +613,7 @@ def build_fake_driver(dest: Path, *, gpus: int = 2, mig_gpus: tuple[int, ...] = 
                       driver_version: str = "580.159.04", cuda_version: str = "13.0",
                       compat32: bool = True, layout: Layout = "debian",
                       migs_per_gpu: int = 2, open_kernel_module: bool = True,
-                      machine: str = "x86_64") -> FakeDriver:
+                      machine: str = "x86_64", operator: bool = False) -> FakeDriver:
     """Build a complete fake driver host under ``dest`` (created; must not hold one yet).
 
     ``layout="debian"``: ``dest/root`` is a root filesystem (usr/lib/x86_64-linux-gnu,
@@ -624,6 +624,9 @@ def build_fake_driver(dest: Path, *, gpus: int = 2, mig_gpus: tuple[int, ...] = 
     ``machine`` names the Debian layout's multiarch dirs (e.g. "aarch64":
     usr/lib/aarch64-linux-gnu, and usr/lib32 for 32-bit files); the files themselves are
     built for this host, which has no cross compiler.
+    ``operator=True`` (driver-root layout only): the GPU operator's driver container as the
+    host sees it: dev/, proc/ and the IPC endpoints (var/run/..., tmp/nvidia-mps) inside the
+    driver root, and an etc/ld.so.cache there (NVIDIA's CLI needs one).
     """
     if layout not in ("debian", "driver-root"):
         raise ValueError(f"unknown layout {layout!r}")
@@ -680,19 +683,24 @@ def build_fake_driver(dest: Path, *, gpus: int = 2, mig_gpus: tuple[int, ...] = 
         bin_dir = root / "bin"
         firmware_dir = root / "firmware/nvidia" / driver_version
         host = dest / "host"
+    if operator and layout != "driver-root":
+        raise ValueError("operator=True needs layout='driver-root'")
     if root.exists():
         raise FileExistsError(f"{root} exists: build each fake driver into a fresh dir")
     for d in (lib_dir, bin_dir, firmware_dir, *([lib32_dir] if lib32_dir else [])):
         d.mkdir(parents=True)
+    if operator:
+        host = root
     dev_root, proc_root = host, host / "proc"
+    ipc_root = host
     _write_proc(proc_root, table, driver_version, majors, open_kernel_module)
     _write_dev(dev_root / "dev", table, majors)
     for name in GSP_FIRMWARE:
         (firmware_dir / name).write_bytes(
             b"\x7fELF fake GSP firmware " + f"{name} {driver_version}\n".encode())
-    persistenced = host / "var/run/nvidia-persistenced/socket"
-    fabricmanager = host / "var/run/nvidia-fabricmanager/socket"
-    mps = host / "tmp/nvidia-mps"
+    persistenced = ipc_root / "var/run/nvidia-persistenced/socket"
+    fabricmanager = ipc_root / "var/run/nvidia-fabricmanager/socket"
+    mps = ipc_root / "tmp/nvidia-mps"
     _bind_socket(persistenced)
     mps.mkdir(parents=True)
     if layout == "debian":
@@ -712,7 +720,7 @@ def build_fake_driver(dest: Path, *, gpus: int = 2, mig_gpus: tuple[int, ...] = 
     else:
         (root / "lib").symlink_to("lib64")      # as on the H200 machine's /usr/local/nvidia
         for mount_point in ("dev", "proc", "sys", "tmp"):  # empty, as in a driver container
-            (root / mount_point).mkdir()
+            (root / mount_point).mkdir(exist_ok=True)
         (root / "version").write_text(driver_version)
 
     # Install what gcc made: the versioned file, its SONAME link and its .so link.
@@ -738,7 +746,10 @@ def build_fake_driver(dest: Path, *, gpus: int = 2, mig_gpus: tuple[int, ...] = 
     for name, _group in BINARIES:
         shutil.copyfile((smi if name == "nvidia-smi" else tool).result(), bin_dir / name)
         os.chmod(bin_dir / name, 0o755)
-    if layout == "debian":
+    if operator:
+        (root / "etc").mkdir(exist_ok=True)
+        (root / "etc/ld.so.conf").write_text("/lib64\n/lib32\n")
+    if layout == "debian" or operator:
         proc = subprocess.run([find_ldconfig(), "-r", str(root)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"ldconfig -r {root} failed: {proc.stderr.strip()}")

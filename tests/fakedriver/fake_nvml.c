@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,6 +246,21 @@ EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *
     return NVML_SUCCESS;
 }
 
+/* The unversioned (v1) query that NVIDIA's libnvidia-container calls: it fills only the
+ * first, legacy part of the struct (bus id "%04X:%02X:%02X.0", domain, bus, device, ids). */
+EXPORT nvmlReturn_t nvmlDeviceGetPciInfo(nvmlDevice_t device, nvmlPciInfo_t *pci)
+{
+    nvmlPciInfo_t full;
+    nvmlReturn_t r;
+
+    if (pci == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    r = nvmlDeviceGetPciInfo_v3(device, &full);
+    if (r == NVML_SUCCESS)
+        memcpy(pci, &full, offsetof(nvmlPciInfo_t, busId));
+    return r;
+}
+
 EXPORT nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned int length)
 {
     REQUIRE_INIT();
@@ -338,5 +354,60 @@ EXPORT nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t device, unsigned
     if (!is_mig(device))
         return NVML_ERROR_NOT_SUPPORTED;
     *id = device->compute_instance;
+    return NVML_SUCCESS;
+}
+
+/* ---- what NVIDIA's nvidia-ctk (go-nvml) also calls for `cdi generate` ---- */
+
+EXPORT nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t device, unsigned int *isMig)
+{
+    REQUIRE_INIT();
+    if (!valid(device) || isMig == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *isMig = (unsigned int)is_mig(device);
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t mig,
+                                                                 nvmlDevice_t *device)
+{
+    REQUIRE_INIT();
+    if (!is_mig(mig) || device == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *device = &fake_devices[mig->parent];
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *device)
+{
+    int i;
+
+    REQUIRE_INIT();
+    if (uuid == NULL || device == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    for (i = 0; i < FAKE_DEVICE_COUNT; i++) {
+        if (strcmp(fake_devices[i].uuid, uuid) == 0) {
+            *device = &fake_devices[i];
+            return NVML_SUCCESS;
+        }
+    }
+    return NVML_ERROR_NOT_FOUND;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int *index)
+{
+    REQUIRE_INIT();
+    if (!is_gpu(device) || index == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *index = (unsigned int)(device - &fake_devices[0]);
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetArchitecture(nvmlDevice_t device, unsigned int *arch)
+{
+    REQUIRE_INIT();
+    if (!valid(device) || arch == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *arch = 9;   /* NVML_DEVICE_ARCH_HOPPER */
     return NVML_SUCCESS;
 }

@@ -3,18 +3,30 @@
  * then "index uuid" per GPU; exits 1 with the dlerror or NVML error otherwise. */
 #include <dlfcn.h>
 #include <stdio.h>
+#include <string.h>
 
 typedef void *device_t;
 
-int main(void)
+int main(int argc, char **argv)
 {
-    void *lib = dlopen("libnvidia-ml.so.1", RTLD_NOW);
+    void *lib;
     int (*init)(void), (*shutdown)(void), (*count_fn)(unsigned int *);
     int (*handle_fn)(unsigned int, device_t *), (*uuid_fn)(device_t, char *, unsigned int);
     const char *(*error)(int);
     unsigned int count, i;
     int rc;
 
+    /* nvml-probe --dlopen NAME: only load NAME by SONAME (e.g. libcuda.so.1) and say so. */
+    if (argc == 3 && strcmp(argv[1], "--dlopen") == 0) {
+        lib = dlopen(argv[2], RTLD_NOW);
+        if (lib == NULL) {
+            printf("dlopen %s: failed\n", argv[2]);
+            return 1;
+        }
+        printf("dlopen %s: ok\n", argv[2]);
+        return 0;
+    }
+    lib = dlopen("libnvidia-ml.so.1", RTLD_NOW);
     if (lib == NULL) {
         fprintf(stderr, "nvml-probe: %s\n", dlerror());
         return 1;

@@ -400,3 +400,24 @@ def test_hot_path_scan_finds_the_same_files_without_pyelftools(fake_driver_root_
         "assert len(fast.libraries) > 10\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+# ---- IPC endpoints: under the driver root first, then on the host (docs/compat.md) -------
+def test_ipc_under_the_driver_root_first_then_the_host(tmp_path: Path) -> None:
+    def sock(path: Path) -> None:
+        # a plain file stands for the socket (a unix socket's path is limited to 108 bytes)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+    root, host = tmp_path / "drv", tmp_path / "host"
+    sock(root / "var/run/nvidia-persistenced/socket")        # the driver container's
+    sock(host / "fm/socket")                                  # only on the host
+    (root / "tmp/nvidia-mps").mkdir(parents=True)
+    cfg = Config(driver_root=str(root),
+                 persistenced_socket="/var/run/nvidia-persistenced/socket",
+                 fabricmanager_socket=str(host / "fm/socket"))
+    found = {i.container_path: i.host_path for i in driver.find_ipc(cfg)}
+    assert found == {
+        "/var/run/nvidia-persistenced/socket": str(root / "var/run/nvidia-persistenced/socket"),
+        "/var/run/nvidia-fabricmanager/socket": str(host / "fm/socket"),
+        "/tmp/nvidia-mps": str(root / "tmp/nvidia-mps")}

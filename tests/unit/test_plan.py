@@ -236,3 +236,26 @@ def test_json_uses_cdi_field_names() -> None:
     assert set(edits["deviceNodes"][0]) >= {"path", "hostPath", "major", "minor", "permissions"}
     assert set(edits["mounts"][0]) == {"hostPath", "containerPath", "options"}
     assert doc["nvhook"]["cgroupRules"][0] == "c 195:255 rw"
+
+
+# ---- behaviours of NVIDIA's hook 1.17.2 found by tests/compat (docs/compat.md) -----------
+def test_video_brings_compute_libraries_but_not_the_mps_binaries() -> None:
+    plan = plan_for("video")
+    paths = {m.container_path for m in plan.mounts}
+    assert f"{DEB.lib_dir}/libcuda.so.{V}" in paths
+    assert "/usr/bin/nvidia-cuda-mps-control" not in paths
+    assert "/tmp/nvidia-mps" in paths        # the MPS pipe dir comes with the compute libs
+
+
+@pytest.mark.parametrize("caps", ["compat32", "utility", "graphics", "display", "ngx"])
+def test_gsp_firmware_in_every_gpu_container(caps: str) -> None:
+    fw = [m.container_path for m in plan_for(caps).mounts if "/lib/firmware/" in m.container_path]
+    assert fw == [f"/lib/firmware/nvidia/{V}/gsp_ga10x.bin"]
+
+
+def test_compat32_makes_the_same_links_in_the_32bit_dir() -> None:
+    links = {s.link: s.target for s in plan_for("compute,graphics,compat32").symlinks}
+    for d in (DEB.lib_dir, DEB.lib32_dir):
+        assert links[f"{d}/libcuda.so"] == "libcuda.so.1"
+        assert links[f"{d}/libGLX_indirect.so.0"] == f"libGLX_nvidia.so.{V}"
+    assert not any(s.link.startswith(DEB.lib32_dir) for s in plan_for("compute").symlinks)

@@ -131,7 +131,12 @@ ROWS = [
     Row("nvd/duplicates-dropped", {"NVIDIA_VISIBLE_DEVICES": "1,0,1"}, req(("1", "0"))),
     Row("nvd/mig-and-bus-forms-kept", {"NVIDIA_VISIBLE_DEVICES": "0:1,MIG-x,0000:06:00.0"},
         req(("0:1", "MIG-x", "0000:06:00.0"))),
-    Row("nvd/case-sensitive-keywords", {"NVIDIA_VISIBLE_DEVICES": "ALL"}, req(("ALL",))),
+    # NVIDIA's CLI takes "all" in any case; "none" and "void" only in lower case (the hook
+    # decides those), so "NONE"/"VOID" are device ids, unknown ones (tests/compat).
+    Row("nvd/all-any-case", {"NVIDIA_VISIBLE_DEVICES": "ALL"}, req("all")),
+    Row("nvd/all-mixed-case-in-list", {"NVIDIA_VISIBLE_DEVICES": "0,All"}, req("all")),
+    Row("nvd/none-void-case-sensitive", {"NVIDIA_VISIBLE_DEVICES": "NONE,VOID"},
+        req(("NONE", "VOID"))),
     Row("nvd/cdi-only", {"NVIDIA_VISIBLE_DEVICES": "nvidia.com/gpu=all"},
         Err("NVIDIA_VISIBLE_DEVICES=nvidia.com/gpu=all", "CDI", "nvidia-container-runtime")),
     Row("nvd/cdi-mixed", {"NVIDIA_VISIBLE_DEVICES": "0,nvidia.com/gpu=1,vendor.x/c=y"},
