@@ -260,7 +260,7 @@ def prepare_create(create_args: Sequence[str], config_path: str | None, cwd: str
 
     bundle = bundle_of(create_args, cwd)
     annotated = _has_cdi_annotations(bundle)
-    if not annotated and not may_ask_for_gpus(_state_text(bundle), config_path):
+    if not create_may_ask(bundle, config_path, annotated):
         return False
     from nvhook.config import load_config
 
@@ -287,6 +287,17 @@ def prepare_create(create_args: Sequence[str], config_path: str | None, cwd: str
     if spec == container.spec:   # e.g. hook mode, and docker --gpus put a hook in already
         return False
     return rewrite_spec(os.path.join(bundle, "config.json"), spec)
+
+
+def create_may_ask(bundle: str, config_path: str | None, annotated: bool | None = None) -> bool:
+    """Could the container of this `create` ask for GPUs: a CDI annotation, or what the hook's
+    gate looks for. The front door (csrc/front/front.c, shim) answers the same from bytes;
+    tests/unit/test_front.py holds both to one table."""
+    from nvhook.gate import may_ask_for_gpus
+
+    if _has_cdi_annotations(bundle) if annotated is None else annotated:
+        return True
+    return may_ask_for_gpus(_state_text(bundle), config_path)
 
 
 def _has_cdi_annotations(bundle: str) -> bool:

@@ -715,7 +715,10 @@ static __attribute__((noreturn)) void shim(char **args, int n)
 		const char *cj = create_config_json(args + index + 1, n - index - 1, buf,
 						    sizeof(buf));
 
-		if (!cj || may_ask(cj, config))
+		/* CDI annotations (the device plugin's cdi-annotations strategy) are a request
+		 * only the shim sees (nvhook/cdiannot.py): Python resolves them. */
+		if (!cj || may_ask(cj, config) ||
+		    front_memmem(spec, spec_len, "\"cdi.k8s.io/", 12))
 			to_python();
 	}
 	if (load_facts(config) != 0)

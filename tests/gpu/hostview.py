@@ -244,7 +244,18 @@ def build_host_view(work: Path, python: PythonEnv, strategy: str, log: Log,
     exposed = cover([usr, *python.dirs])
     for name in TOP_LEVEL_LINKS:
         host = Path("/") / name
-        if host.is_symlink():
+        if name == "lib" and host.is_symlink() and host.resolve().is_dir():
+            # A merged-/usr /lib -> usr/lib would make /lib/firmware (where the GSP firmware
+            # goes) a path through the image's symlink into the /usr mount made below, and
+            # the hook refuses to write across mounts (a volume, as far as it can tell). In
+            # a real image /usr is on the rootfs's own mount; here /lib is a real directory
+            # of links into /usr/lib with a real, empty firmware/, which keeps that shape.
+            (rootfs / name).mkdir()
+            for entry in sorted(os.listdir(host.resolve())):
+                if entry != "firmware":
+                    (rootfs / name / entry).symlink_to(f"/usr/lib/{entry}")
+            (rootfs / name / "firmware").mkdir()
+        elif host.is_symlink():
             (rootfs / name).symlink_to(os.readlink(host))
         elif host.is_dir():
             exposed = cover([*exposed, str(host)])

@@ -221,6 +221,12 @@ SHIM_CASES = [
          spec="MISSING"),
     Case("run is not edited", args=["run", "--bundle", "{bundle}", "x"],
          env=["NVIDIA_VISIBLE_DEVICES=all"]),
+    Case("create, a CDI annotation", args=["create", "--bundle", "{bundle}", "x"],
+         spec='{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"env":["A=b"]},'
+              '"annotations":{"cdi.k8s.io/plugin_c":"nvidia.com/gpu=0"}}'),
+    Case("create, another annotation", args=["create", "--bundle", "{bundle}", "x"],
+         spec='{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"env":["A=b"]},'
+              '"annotations":{"example.com/x":"nvidia.com/gpu=0"}}'),
 ]
 
 
@@ -236,7 +242,7 @@ def python_shim_answer(args: list[str], config: str | None, cwd: Path) -> str:
         bundle = runtime.bundle_of(args[index + 1:], str(cwd))
     except Exception:   # noqa: BLE001 - an error is Python's to report
         return "python"
-    return "python" if may_ask_for_gpus(runtime._state_text(bundle), config) else "pass"
+    return "python" if runtime.create_may_ask(bundle, config) else "pass"
 
 
 def prepare_runtime(config: str | None, path_env: str) -> str:
