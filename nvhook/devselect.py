@@ -1,6 +1,6 @@
 """Resolve the ids a container asked for (index, UUID, PCI bus id, MIG forms) to this host's GPUs.
 
-The id forms are those of nvidia-container-cli's ``--device`` (upstream.md §2.2). Every id
+The id forms are those of nvidia-container-cli's ``--device`` (docs/compat.md R1). Every id
 must name something, or the container does not start: running with fewer GPUs than asked
 for would fail later and more obscurely.
 """

@@ -27,7 +27,7 @@ from nvhook.tomledit import MISSING, TomlText
 RUNTIME_BINARY = "nvidia-container-runtime"
 HOOK_BINARY = "nvidia-container-runtime-hook"
 RUNC_SHIM = "io.containerd.runc.v2"
-# containerd's CRI plugin id per config version (upstream.md §4.1).
+# containerd's CRI plugin id per config version (docs/configure.md).
 CRI_PLUGIN = {1: "cri", 2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v1.runtime"}
 BACKUP_SUFFIX = ".nvhook.bak"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")

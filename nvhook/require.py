@@ -1,6 +1,6 @@
 """Parse and check NVIDIA_REQUIRE_* expressions such as ``cuda>=12.4 brand=tesla,driver>=470``.
 
-Grammar (upstream.md §2.5, libnvidia-container's dsl.c): an expression is whitespace-separated
+Grammar (docs/compat.md R12, libnvidia-container's dsl.c): an expression is whitespace-separated
 OR-groups; a group is comma-separated AND-terms; a term is ``<name><op><value>`` with name
 ``cuda``, ``driver``, ``arch`` or ``brand`` (any case) and op one of ``= != < <= > >=``.
 Versions compare numerically per dot component, trailing ``.0`` ignored; brands compare

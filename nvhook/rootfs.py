@@ -69,7 +69,7 @@ def stat_in_root(rootfs: str, path: str) -> os.stat_result | None:
 
 @record
 class Layout:
-    """Where a container keeps its libraries (libnvidia-container's rule, upstream §3.4)."""
+    """Where a container keeps its libraries (libnvidia-container's rule, docs/compat.md R7)."""
 
     lib_dir: str
     lib32_dir: str

@@ -3,7 +3,7 @@
 The key proof is the daemon-reload analogue. On a systemd host, `systemctl daemon-reload`
 makes systemd re-apply each container's device policy from what runc registered, which came
 from the spec; device rules a hook added behind runc's back are lost, and the GPU answers
-EPERM ("Failed to initialize NVML: Unknown Error", upstream.md §3.7). This machine has no
+EPERM ("Failed to initialize NVML: Unknown Error", docs/troubleshooting.md). This machine has no
 systemd, and runc 1.1.5's `runc update` never touches device rules (it sets SkipDevices,
 which the test shows too). What re-applies a cgroup from a spec here is runc itself: a
 second container created in the same cgroup makes runc write that spec's device rules to

@@ -66,7 +66,7 @@ Bits = Literal[32, 64]
 
 # ---------------------------------------------------------------------------- the spec
 class LibSpec(NamedTuple):
-    basename: str            # the lookup name of upstream.md §3.2, e.g. "libcuda.so"
+    basename: str            # the lookup name (docs/compat.md R5), e.g. "libcuda.so"
     soname: str | None       # SONAME suffix ("1" → libcuda.so.1); None: the file is its SONAME
     group: str               # the capability that selects it
     i386: bool               # the real driver also ships a 32-bit build

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Basenames of files that only an NVIDIA driver installs (upstream.md §3.2 and §3.3), and its
+# Basenames of files that only an NVIDIA driver installs (docs/compat.md R5), and its
 # tools. libcudart / libnvrtc / libcublas (CUDA toolkit, pip wheels) are not driver files.
 DRIVER_FILE_PATTERNS = (
     "libcuda.so*", "libcudadebugger.so*", "libnvidia-*", "libnvcuvid.so*", "libnvoptix.so*",

@@ -2,7 +2,7 @@
 
 `nvhook list-devices` and `nvhook info` against `nvidia-smi --query-gpu=...` and
 /proc/driver/nvidia/version; `nvhook list --capabilities utility,compute` against the
-driver files actually present under the driver root (upstream.md §3.2 and §3.3).
+driver files actually present under the driver root (docs/compat.md R5).
 
     python3 tests/gpu/inventory_check.py --nvhook PATH [--driver-root DIR] [--work DIR]
 

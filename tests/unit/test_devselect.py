@@ -1,4 +1,4 @@
-"""Device selection (upstream.md §2.2 id forms) over a hand-made host of three GPUs, one in MIG."""
+"""Device selection (the id forms of docs/compat.md R1) over a hand-made host of three GPUs, one in MIG."""
 from __future__ import annotations
 
 import pytest

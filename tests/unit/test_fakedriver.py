@@ -26,7 +26,7 @@ from tests.fakedriver import (
     find_ldconfig,
 )
 
-# upstream.md §3.2, restated here so that a slip in the builder's table shows up.
+# docs/compat.md R5's library groups, restated here so that a slip in the builder's table shows up.
 EXPECTED_BASENAMES = {
     "utility": {"libnvidia-ml.so", "libnvidia-cfg.so", "libnvidia-nscq.so"},
     "compute": {"libcuda.so", "libcudadebugger.so", "libnvidia-opencl.so",

@@ -1,4 +1,4 @@
-"""Every row of upstream.md §2 as a table: container env/mounts/privilege + config → Request."""
+"""Every row of NVIDIA's variable semantics (docs/compat.md R1-R4, R11-R14b) as a table: container env/mounts/privilege + config → Request."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,4 @@
-"""NVIDIA_REQUIRE_* grammar and evaluation (upstream.md §2.5): tables, plus properties."""
+"""NVIDIA_REQUIRE_* grammar and evaluation (docs/compat.md R12): tables, plus properties."""
 from __future__ import annotations
 
 import pytest
