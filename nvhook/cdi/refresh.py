@@ -82,6 +82,14 @@ def watch(config: Config, output: str, matches: tuple[tuple[str, re.Pattern[str]
         sock.close()
         raise NvhookError(f"cannot listen to kernel uevents: {e.strerror}",
                           "run as root, in the host's network namespace") from None
+    # From here on the process lives long and reads the kernel's messages: it keeps no
+    # capability (root still owns the spec's directory), no_new_privs, locked securebits.
+    from nvhook.harden import harden
+    try:
+        harden("nvhook-cdi-watch")
+    except NvhookError:
+        sock.close()
+        raise
     deadline = time.monotonic() + timeout if timeout else None
     refreshes = 0
     sys.stderr.write(f"nvhook: watching kernel uevents for {output}\n")

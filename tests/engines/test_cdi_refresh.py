@@ -64,6 +64,12 @@ def test_watch_refreshes_after_a_matching_uevent(tmp_path: Path) -> None:
                 "--settle", "0.2", "--max-refreshes", "1", "--timeout", "60")
     try:
         _wait_for(p, "watching kernel uevents")
+        # The watcher hardened itself (nvhook/harden.py) before it reads any uevent.
+        status = dict(line.split(":\t", 1) for line in
+                      Path(f"/proc/{p.pid}/status").read_text().splitlines() if ":\t" in line)
+        assert status["Name"].strip() == "nvhook-cdi-watc"      # TASK_COMM_LEN: 15 characters
+        assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0
+        assert status["NoNewPrivs"].strip() == "1"
         before = out.read_text()
         _drop_library(drv, "libnvidia-opencl.so")        # the driver changes...
         with open(ZERO_UEVENT, "w") as f:                 # ...a non-matching event: ignored
