@@ -34,11 +34,12 @@ int mount_id(int fd, uint64_t *id)
 	return 0;
 }
 
-/* The mount of the deepest directory reached from the root along `dir` without following a
- * symbolic link: the mount the path itself names. */
-static int lexical_mount(const struct ctx *c, const char *dir, uint64_t *id)
+int path_mount(int rootfd, const char *dir, uint64_t *id, int *mount_root)
 {
-	int cur = fcntl(c->rootfd, F_DUPFD_CLOEXEC, 0);
+	uint64_t parent;
+	if (mount_root != NULL)
+		*mount_root = -1;
+	int cur = fcntl(rootfd, F_DUPFD_CLOEXEC, 0);
 	if (cur < 0 || mount_id(cur, id) != 0) {
 		if (cur >= 0)
 			close(cur);
@@ -61,9 +62,22 @@ static int lexical_mount(const struct ctx *c, const char *dir, uint64_t *id)
 		int fd = openat(cur, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0)
 			break;
+		parent = *id;
 		if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode) || mount_id(fd, id) != 0) {
+			*id = parent;
 			close(fd);
 			break;
+		}
+		if (*id != parent && mount_root != NULL) {
+			/* A mount's root: the deepest one on the path is the mount the path names. */
+			if (*mount_root >= 0)
+				close(*mount_root);
+			*mount_root = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+			if (*mount_root < 0) {
+				close(fd);
+				close(cur);
+				return -1;
+			}
 		}
 		close(cur);
 		cur = fd;
@@ -77,7 +91,7 @@ int check_write_dir(struct ctx *c, const char *step, const char *what, int dirfd
 {
 	uint64_t actual, root, lexical;
 	if (mount_id(dirfd, &actual) != 0 || mount_id(c->rootfd, &root) != 0 ||
-	    lexical_mount(c, dir, &lexical) != 0) {
+	    path_mount(c->rootfd, dir, &lexical, NULL) != 0) {
 		set_error(step, what, "cannot read the mount id of %s: %s", dir, strerror(errno));
 		return -1;
 	}

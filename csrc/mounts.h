@@ -10,6 +10,16 @@
 int mount_id(int fd, uint64_t *id);
 
 /*
+ * The mount that container path `dir` names: walked from `rootfd` one component at a time
+ * without following a symbolic link (nor "." or ".."), as far as directories go; *id is the
+ * mount of the deepest directory reached. With `mount_root`, also an O_PATH fd of that
+ * mount's root as met on the path (the deepest component whose mount differs from its
+ * parent's; mount_setattr wants a mount's root), or -1 where the walk never left rootfd's
+ * mount. 0, or -1 with errno when rootfd's own mount id cannot be read.
+ */
+int path_mount(int rootfd, const char *dir, uint64_t *id, int *mount_root);
+
+/*
  * Before creating or replacing an entry in directory `dirfd` (container path `dir`): the
  * directory must be on the container root's own mount, or on the mount that `dir` lies on
  * when walked without following symbolic links. An image symlink that leads a fixed path
