@@ -57,9 +57,12 @@ static int mount_setattr_fd(int fd, unsigned int flags, unsigned long long set,
 	return (int)syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | flags, &attr, sizeof(attr));
 }
 
-/* Before Linux 5.12 (no mount_setattr): the same flags by a bind remount of each mount at or
- * below `root`, read from mountinfo (this is the child's own copy of the namespace). */
-static int remount_each(const char *root, int root_rw)
+/* Before Linux 5.12 (no mount_setattr): the same flags by bind remounts. Each mount at or below
+ * `root`, read from mountinfo (this is the child's own copy of the namespace), is made
+ * read-only by its path; then each of the `nkeep` mounts whose roots `keep` holds is made
+ * writable again through its fd, which names that very mount whatever else shares its path
+ * (the runtime's rootfs mount and its bind onto itself do). */
+static int remount_each(const char *root, const int *keep, size_t nkeep)
 {
 	size_t rlen = strlen(root), len = 0;
 	char *text = read_all_at(AT_FDCWD, "/proc/self/mountinfo", &len);
@@ -77,21 +80,27 @@ static int remount_each(const char *root, int root_rw)
 		if (point == NULL)
 			continue;
 		unescape_octal(point);
-		int is_root = strcmp(point, root) == 0;
-		if (!is_root && (strncmp(point, root, rlen) != 0 || point[rlen] != '/'))
+		if (strcmp(point, root) != 0 && (strncmp(point, root, rlen) != 0 || point[rlen] != '/'))
 			continue;
 		struct statvfs sv;
 		if (statvfs(point, &sv) != 0)
 			continue; /* covered by a later mount: that one is in the list too */
-		unsigned long flags = MS_BIND | MS_REMOUNT | MS_NODEV | MS_NOSUID;
-		if (!(is_root && root_rw))
-			flags |= MS_RDONLY;
+		unsigned long flags = MS_BIND | MS_REMOUNT | MS_NODEV | MS_NOSUID | MS_RDONLY;
 		if (sv.f_flag & ST_NOEXEC)
 			flags |= MS_NOEXEC;
 		if (mount(NULL, point, NULL, flags, NULL) != 0)
 			rc = -1;
 	}
 	free(text);
+	for (size_t i = 0; rc == 0 && i < nkeep; i++) {
+		struct statvfs sv;
+		unsigned long flags = MS_BIND | MS_REMOUNT | MS_NODEV | MS_NOSUID;
+		if (fstatvfs(keep[i], &sv) != 0)
+			return -1;
+		if (sv.f_flag & ST_NOEXEC)
+			flags |= MS_NOEXEC;
+		rc = mount(NULL, fd_path(keep[i], 0), NULL, flags, NULL);
+	}
 	return rc;
 }
 
@@ -100,10 +109,14 @@ static int remount_each(const char *root, int root_rw)
  * rootfs bound onto itself (so that it is a mount of its own even where the runtime did not
  * make it one) with every mount in it nodev and nosuid, so that no device node of the image or
  * of a volume can be opened whatever ldconfig is made to open; and read-only except the
- * rootfs's own mount, so that ldconfig writes (the cache, SONAME links) never land in a volume
- * through an image symlink. Leaves the cwd at that mount's root.
+ * mounts the helper itself may write to (mounts.h, check_write_dir), each only if it was
+ * writable already: the rootfs's own, and for each library directory of the plan the mount
+ * its path names when walked without following a symbolic link (a volume the operator put at
+ * /usr or at the directory itself), where ldconfig makes the SONAME links. So ldconfig's
+ * writes (the cache, SONAME links) never land in a volume reached through an image symlink.
+ * Leaves the cwd at the rootfs's mount root.
  */
-static void restrict_view(struct ctx *c, int errfd)
+static void restrict_view(struct ctx *c, char **dirs, size_t ndirs, int errfd)
 {
 	struct stat want, got;
 	struct statvfs sv;
@@ -115,21 +128,54 @@ static void restrict_view(struct ctx *c, int errfd)
 	if (fd < 0 || fstat(fd, &got) != 0 || got.st_dev != want.st_dev ||
 	    got.st_ino != want.st_ino || fchdir(fd) != 0)
 		child_fail(errfd, "reach the container root again");
+	/* The mounts that stay writable (their roots, O_PATH), found before any is made
+	 * read-only; ids to count each once. */
+	int *keep = calloc(ndirs + 1, sizeof(*keep));
+	uint64_t *ids = calloc(ndirs + 1, sizeof(*ids));
+	size_t nkeep = 0;
+	if (keep == NULL || ids == NULL)
+		child_fail(errfd, "calloc");
 	if (fstatvfs(fd, &sv) != 0)
 		child_fail(errfd, "statvfs the container root");
+	if (!(sv.f_flag & ST_RDONLY))
+		keep[nkeep++] = fd;
+	for (size_t i = 0; i < ndirs; i++) {
+		uint64_t id;
+		int mfd, seen = 0;
+		if (path_mount(fd, dirs[i], &id, &mfd) != 0)
+			child_fail(errfd, "read the mount of a library directory");
+		if (mfd < 0)
+			continue; /* on the rootfs's own mount */
+		for (size_t k = 0; k < nkeep; k++)
+			seen |= keep[k] != fd && ids[k] == id;
+		if (seen || fstatvfs(mfd, &sv) != 0 || (sv.f_flag & ST_RDONLY)) {
+			close(mfd);
+			continue;
+		}
+		ids[nkeep] = id;
+		keep[nkeep++] = mfd;
+	}
 	if (mount_setattr_fd(fd, AT_RECURSIVE,
 			     MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, 0) == 0) {
-		if (!(sv.f_flag & ST_RDONLY) && mount_setattr_fd(fd, 0, 0, MOUNT_ATTR_RDONLY) != 0)
-			child_fail(errfd, "make the container root writable again");
-	} else if (errno != ENOSYS || remount_each(c->rootfs, !(sv.f_flag & ST_RDONLY)) != 0) {
+		for (size_t i = 0; i < nkeep; i++)
+			if (mount_setattr_fd(keep[i], 0, 0, MOUNT_ATTR_RDONLY) != 0)
+				child_fail(errfd, keep[i] == fd
+							  ? "make the container root writable again"
+							  : "make a library directory's mount writable again");
+	} else if (errno != ENOSYS || remount_each(c->rootfs, keep, nkeep) != 0) {
 		child_fail(errfd, "make the container's mounts nodev, nosuid, read-only");
 	}
+	for (size_t i = 0; i < nkeep; i++)
+		if (keep[i] != fd)
+			close(keep[i]);
+	free(keep);
+	free(ids);
 	close(fd);
 }
 
 /* The child: private mount namespace, chroot into the container, masks, limits, few caps. */
-static void __attribute__((noreturn)) child(struct ctx *c, int exefd, char **argv, int outfd,
-					   int errfd)
+static void __attribute__((noreturn)) child(struct ctx *c, int exefd, char **argv,
+					   char **dirs, size_t ndirs, int outfd, int errfd)
 {
 	static char *const empty_env[] = {NULL};
 	if (dup2(outfd, STDOUT_FILENO) < 0 || dup2(outfd, STDERR_FILENO) < 0)
@@ -138,7 +184,7 @@ static void __attribute__((noreturn)) child(struct ctx *c, int exefd, char **arg
 		child_fail(errfd, "unshare the mount namespace");
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
 		child_fail(errfd, "make the mounts private");
-	restrict_view(c, errfd);
+	restrict_view(c, dirs, ndirs, errfd);
 	if (chroot(".") != 0 || chdir("/") != 0)
 		child_fail(errfd, "chroot into the container root");
 	/* ldconfig has no business with the container's (or host's) /proc, /sys or /dev. */
@@ -316,7 +362,7 @@ int run_ldconfig(struct ctx *c, int exefd, const char *exe_path, char **dirs, si
 	if (pid == 0) {
 		close(out[0]);
 		close(err[0]);
-		child(c, exefd, argv, out[1], err[1]);
+		child(c, exefd, argv, dirs, ndirs, out[1], err[1]);
 	}
 	close(out[1]);
 	close(err[1]);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from helperkit import (
+    EMPTY_ENV,
     OpenWatch,
     StartContainer,
     Tree,
@@ -20,6 +22,8 @@ from helperkit import (
     snapshot,
     wait_for,
 )
+
+from tests.fakedriver import FakeDriver
 
 LIB_OPTS = "bind,ro,nosuid,nodev"
 OLD_KERNEL_C = r"""
@@ -249,18 +253,28 @@ def test_etc_linked_into_a_volume_gets_no_cache(kernel_helper: Path, tree: Tree,
     assert list((volume / "etc").iterdir()) == []
 
 
+@pytest.mark.parametrize(("link", "target", "named_by"), [
+    ("opt/vlib", "/data/lib", "conf"),
+    ("opt/vlib", "/data/lib", "plan"),
+    ("opt", "/data", "plan"),
+], ids=["conf-names-link", "plan-names-link", "plan-dir-below-link"])
 def test_ldconfig_cannot_write_into_a_volume_whatever_it_follows(
         kernel_helper: Path, tree: Tree, start_container: StartContainer, volume: Path,
-        testlib: Path) -> None:
-    # A library directory that ld.so.conf names, linked into the volume: ldconfig reads it but
-    # its view is read-only there, so no SONAME link lands in the volume.
+        testlib: Path, link: str, target: str, named_by: str) -> None:
+    # A library directory that ld.so.conf or the plan names, reached through an image symlink
+    # into the volume: ldconfig reads it but its view is read-only there (the mount that the
+    # path names is the rootfs's), so no SONAME link lands in the volume.
     r = tree.rootfs
     (volume / "lib/libnvtest.so.1.2.3").write_bytes(testlib.read_bytes())
-    (r / "opt").mkdir()
-    (r / "opt/vlib").symlink_to("/data/lib")
-    (r / "etc/ld.so.conf").write_text("/opt/vlib\n")
+    (r / link).parent.mkdir(parents=True, exist_ok=True)
+    (r / link).symlink_to(target)
+    plan_dir = "/usr/lib"
+    if named_by == "conf":
+        (r / "etc/ld.so.conf").write_text("/opt/vlib\n")
+    else:
+        plan_dir = "/opt/vlib" if link == "opt/vlib" else "/opt/lib"
     c = with_volume(start_container, r, volume)
-    res = run_helper(kernel_helper, ldconfig_plan(c.pid, r))
+    res = run_helper(kernel_helper, plan_text(c.pid, r, ("ldconfig", "/sbin/ldconfig", plan_dir)))
     assert sorted(p.name for p in (volume / "lib").iterdir()) == ["libnvtest.so.1.2.3"], \
         res.stderr
     if res.returncode != 0:
@@ -276,6 +290,62 @@ def test_a_volume_mounted_at_the_path_itself_is_used(
         c.pid, r, ("symlink", "/usr/lib/x86_64-linux-gnu/libfoo.so", "libfoo.so.1")))
     assert res.returncode == 0, res.stderr
     assert os.readlink(volume / "libfoo.so") == "libfoo.so.1"
+
+
+def test_a_read_only_volume_named_by_the_path_stays_read_only(
+        kernel_helper: Path, tree: Tree, start_container: StartContainer, volume: Path,
+        testlib: Path) -> None:
+    # ldconfig's view makes writable again only what was writable: a `ro` volume gets no link.
+    r = tree.rootfs
+    (volume / "lib/libnvtest.so.1.2.3").write_bytes(testlib.read_bytes())
+    (r / "opt/ro").mkdir(parents=True)
+    c = start_container(script=f"mount --bind {volume / 'lib'} {r / 'opt/ro'}\n"
+                               f"mount -o remount,bind,ro {r / 'opt/ro'}")
+    wait_for(lambda: c.mounts().get(str(r / "opt/ro"), ("",))[0].startswith("ro"),
+             "the read-only volume")
+    res = run_helper(kernel_helper, plan_text(c.pid, r, ("ldconfig", "/sbin/ldconfig", "/opt/ro")))
+    assert sorted(p.name for p in (volume / "lib").iterdir()) == ["libnvtest.so.1.2.3"], \
+        res.stderr
+    if res.returncode != 0:
+        one_line_failure(res, r"ldconfig /sbin/ldconfig: exited with status 1: .*")
+
+
+@pytest.fixture(scope="module")
+def glibc_rootfs(tmp_path_factory: pytest.TempPathFactory, nvml_probe: Path) -> Path:
+    """busybox + glibc (in /lib/<triplet>: /usr/lib/<triplet> is empty) + nvml-probe."""
+    from tests.containers import make_rootfs
+    return make_rootfs(tmp_path_factory.mktemp("glibc") / "rootfs",
+                       copies={"/usr/local/bin/nvml-probe": nvml_probe})
+
+
+@pytest.mark.parametrize("at", ["usr/lib/x86_64-linux-gnu", "usr"], ids=["libdir", "usr"])
+def test_ldconfig_links_in_a_volume_named_by_the_path(
+        kernel_helper: Path, tmp_path: Path, start_container: StartContainer,
+        glibc_rootfs: Path, fake_driver: FakeDriver, at: str) -> None:
+    # `docker run -v <dir>:/usr ...`: the helper may write in the volume (no symlink leads
+    # there), so ldconfig may too: without the SONAME links it makes there, the cache names
+    # links that do not exist and the container finds no driver.
+    r = tmp_path / "rootfs"
+    shutil.copytree(glibc_rootfs, r, symlinks=True)
+    volume = tmp_path / "volume"
+    shutil.copytree(r / at, volume, symlinks=True)     # what the image has there, as a volume
+    c = with_volume(start_container, r, volume, at=at)
+    ver = fake_driver.driver_version
+    libdir = "/usr/lib/x86_64-linux-gnu"
+    mounts = [("mount", f"{libdir}/{name}.{ver}", fake_driver.lib_dir / f"{name}.{ver}",
+               LIB_OPTS) for name in ("libnvidia-ml.so", "libcuda.so")]
+    res = run_helper(kernel_helper, plan_text(c.pid, r, *mounts,
+                                              ("ldconfig", "/sbin/ldconfig", libdir)))
+    assert res.returncode == 0, res.stderr
+    in_volume = volume / Path(libdir).relative_to("/" + at)
+    for name in ("libnvidia-ml.so", "libcuda.so"):
+        assert os.readlink(in_volume / f"{name}.1") == f"{name}.{ver}"
+    inside = subprocess.run([shutil.which("nsenter") or "nsenter", "-t", str(c.pid), "-m",
+                             shutil.which("chroot") or "chroot", str(r),
+                             "/usr/local/bin/nvml-probe"], capture_output=True, text=True,
+                            env=EMPTY_ENV, timeout=30)
+    assert inside.returncode == 0, inside.stderr
+    assert inside.stdout.startswith("count=2\n"), inside.stdout
 
 
 # ---------------------------------------------------------------------------- item 9
