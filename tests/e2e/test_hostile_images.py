@@ -92,6 +92,26 @@ def test_image_links_into_a_volume_write_nothing_there(hooked, run_container, tm
     assert listing(vol) == before, "the hook wrote into the volume"
 
 
+@pytest.mark.parametrize("at", ["/usr/lib/x86_64-linux-gnu", "/usr"], ids=["libdir", "usr"])
+def test_a_volume_named_by_the_path_gets_the_soname_links(hooked, run_container,
+                                                          tmp_path: Path, at: str) -> None:
+    # `docker run -v <dir>:/usr`, as the GPU test does: the libraries are bound into the
+    # volume (no image symlink leads there), and ldconfig must make their SONAME links there
+    # too, or the cache names links that do not exist and the container finds no driver.
+    vol = tmp_path / "volume"
+    shutil.copytree(hooked.rootfs / at.lstrip("/"), vol, symlinks=True)
+    libdir = vol / Path("/usr/lib/x86_64-linux-gnu").relative_to(at)
+    ver = hooked.driver.driver_version
+    r = run_container("nvml-probe && readlink /usr/lib/x86_64-linux-gnu/libcuda.so.1",
+                      env=["NVIDIA_VISIBLE_DEVICES=all"], hooks=hooked.hook(),
+                      edit=volume_mount(vol, at, "rw"))
+    assert r.rc == 0, r.err
+    assert r.out.startswith("count=2\n"), r.out
+    assert r.out.splitlines()[-1] == f"libcuda.so.{ver}"
+    for name in ("libnvidia-ml.so", "libcuda.so"):
+        assert os.readlink(libdir / f"{name}.1") == f"{name}.{ver}"
+
+
 # ---------------------------------------------------------------------------- item 9
 @pytest.fixture
 def shared_dir(tmp_path: Path) -> Iterator[Path]:
