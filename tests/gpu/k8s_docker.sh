@@ -6,7 +6,8 @@
 # `--runtime=nvidia -e NVIDIA_VISIBLE_DEVICES=all`, and PyTorch with no driver file in the
 # image. Exit 0 = all pass. The checks are tests/gpu/k8s_docker.py.
 #
-#   tests/gpu/k8s_docker.sh [--fake] [--carry DIR] [--work DIR] [--deadline S] [-- ARGS]
+#   tests/gpu/k8s_docker.sh [--fake] [--carry DIR] [--work DIR] [--deadline S]
+#                           [--timing N] [--nvidia PATH] [--out DIR] [-- ARGS]
 #
 #   --fake       no GPU here: the checks run against tests/fakedriver (2 GPUs) and this
 #                machine's own containerd, dockerd and runc
@@ -15,6 +16,12 @@
 #                wheels (grpcio, protobuf, cffi, pycparser, pyelftools) and cri.desc
 #   --work DIR   scratch dir (default /var/tmp/nvhook-k8s); emptied first
 #   --deadline   stop the checks after this many seconds (default 540)
+#   --timing N   then time docker and CRI starts: plain runc, nvhook, NVIDIA 1.17.2,
+#                alternating, N of each (docs/performance.md, "Through docker and the CRI")
+#   --nvidia P   NVIDIA's nvidia-1.17.2.tar.gz (or the dir it unpacks to) for --timing;
+#                default: CARRY/nvidia-1.17.2.tar.gz, $NVHOOK_REFERENCE, then
+#                ../shared/reference/nvidia-1.17.2/nvidia-1.17.2.tar.gz next to the repo
+#   --out DIR    write the timing there (k8s_timing.json)
 #   after --:    passed to k8s_docker.py (--skip cri,docker,torch, --torch-python PY, ...)
 set -u -o pipefail
 
@@ -27,6 +34,9 @@ fake=0
 deadline=540
 extra=()
 py=/usr/bin/python3
+timing=0
+nvidia=
+out=
 
 say() { echo "k8s_docker.sh: $*"; }
 die() { echo "k8s_docker.sh: FAIL: $*"; echo "RESULT: FAIL"; exit 1; }
@@ -38,8 +48,11 @@ while [ $# -gt 0 ]; do
 	--carry) carry=$(cd "${2:?--carry needs a dir}" && pwd) || die "no dir $2"; shift ;;
 	--work) work=${2:?--work needs a dir}; shift ;;
 	--deadline) deadline=${2:?--deadline needs seconds}; shift ;;
+	--timing) timing=${2:?--timing needs a count}; shift ;;
+	--nvidia) nvidia=$(realpath -m "${2:?--nvidia needs a path}"); shift ;;
+	--out) out=$(realpath -m "${2:?--out needs a dir}"); shift ;;
 	--) shift; extra=("$@"); break ;;
-	-h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
 	shift
@@ -115,10 +128,34 @@ if [ "$fake" = 1 ]; then
 	config_args=(--fake --config "$cfg")
 fi
 
+# --- the timing: NVIDIA's 1.17.2 runtime and hook, only run (never copied into the tree)
+timing_args=()
+if [ "$timing" != 0 ]; then
+	if [ -z "$nvidia" ]; then
+		for cand in "$carry/nvidia-1.17.2.tar.gz" "${NVHOOK_REFERENCE:-}" \
+			"$repo/../shared/reference/nvidia-1.17.2/nvidia-1.17.2.tar.gz"; do
+			if [ -n "$cand" ] && { [ -f "$cand" ] || [ -x "$cand/bin/nvidia-container-runtime" ]; }; then
+				nvidia=$cand
+				break
+			fi
+		done
+	fi
+	timing_args=(--timing "$timing" --stop-after "$((deadline - 20))")
+	if [ -n "$nvidia" ]; then
+		say "NVIDIA's 1.17.2 for the timing: $nvidia"
+		timing_args+=(--nvidia "$nvidia")
+	elif [ "$fake" = 0 ]; then
+		die "--timing on a GPU host needs NVIDIA's 1.17.2: carry nvidia-1.17.2.tar.gz in $carry or pass --nvidia"
+	else
+		say "no NVIDIA 1.17.2 found: timing nvhook and plain runc only"
+	fi
+	[ -n "$out" ] && timing_args+=(--out "$out")
+fi
+
 run env PYTHONPATH="$pythonpath" "${desc_env[@]}" timeout -k 15 "$deadline" \
 	"$py" -m tests.gpu.k8s_docker --bin "$bin" --helper "$helper" --runc "$runc_bin" \
 	--cuda-check "$work/bin/cuda_check" "${ptx_args[@]}" "${config_args[@]}" \
-	--work "$work/run" --ld-library-path "$ld_path" "${extra[@]}"
+	--work "$work/run" --ld-library-path "$ld_path" "${timing_args[@]}" "${extra[@]}"
 rc=$?
 [ "$rc" = 124 ] && say "stopped after --deadline $deadline s"
 rm -rf "$work/prefix" "$work/install" "$work/fake"
