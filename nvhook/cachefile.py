@@ -89,10 +89,8 @@ def read_trusted(path: str) -> dict[str, Any] | None:
 def write_atomic(path: str, doc: dict[str, Any]) -> bool:
     """Write ``doc`` as JSON to ``path`` (mode 0600, its directory made 0700) if the directory
     is trusted and the document at most MAX_FILE_BYTES; a failure is ignored (False)."""
-    import json
-
-    from nvhook import atomicfile
-    data = json.dumps(doc).encode("utf-8", "surrogateescape")
+    from nvhook import atomicfile, fastjson  # fastjson: no json package (re) on the path
+    data = fastjson.dumps(doc).encode("utf-8", "surrogateescape")
     if len(data) > MAX_FILE_BYTES or not _ensure_dir(os.path.dirname(path) or "."):
         return False
     try:

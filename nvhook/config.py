@@ -150,9 +150,10 @@ CACHE_DIR = "/run/nvhook"
 def load_config(path: str | None, cache_dir: str | None = CACHE_DIR) -> Config:
     """Read a config file; None gives the built-in defaults. Unknown keys are errors.
 
-    tomllib costs the hook about 7 ms to import, for a file that rarely changes: the checked
-    values are kept as JSON in a root-only cache keyed by the file's identity (device, inode,
-    size, mtime), and read back from there while the file is unchanged.
+    The file is read by minitoml (tomllib only for what it is not sure of: tomllib's import
+    costs a cold hook 15 ms or more), and the checked values are kept as JSON in a root-only
+    cache keyed by the file's identity (device, inode, size, mtime), read back from there
+    while the file is unchanged.
     """
     if path is None:
         return Config()
@@ -201,21 +202,19 @@ def _store(cache_dir: str, path: str, key: str, config: Config) -> None:
 
 
 def _parse(path: str) -> Config:
-    import tomllib
-
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            data = _loads(f.read().decode())
     except FileNotFoundError:
         raise NvhookError(f"config file {path} does not exist",
                           "create it, or point --config / NVHOOK_CONFIG at an existing file"
                           ) from None
-    except (OSError, tomllib.TOMLDecodeError) as e:
+    except (OSError, ValueError) as e:   # tomllib.TOMLDecodeError is a ValueError
+        if isinstance(e, UnicodeDecodeError):
+            raise NvhookError(f"config file {path} is not UTF-8 ({e.reason} at byte {e.start})",
+                              "save it as UTF-8 (TOML files must be)") from None
         raise NvhookError(f"cannot read config file {path}: {e}",
                           "fix the TOML syntax (see docs/configuration.md)") from None
-    except UnicodeDecodeError as e:
-        raise NvhookError(f"config file {path} is not UTF-8 ({e.reason} at byte {e.start})",
-                          "save it as UTF-8 (TOML files must be)") from None
     except RecursionError:
         raise NvhookError(f"config file {path} nests tables or arrays too deeply",
                           "nvhook's config is at most two levels deep (docs/configuration.md)"
@@ -241,6 +240,17 @@ def _parse(path: str) -> Config:
     if values.get("machine") and "library32_dirs" not in values:
         values["library32_dirs"] = default_library_dirs(values["machine"])[1]
     return Config(**values)
+
+
+def _loads(text: str) -> dict[str, Any]:
+    """The document: minitoml for the simple TOML configs are written in (no tomllib import,
+    15 ms or more of a cold hook), tomllib for anything minitoml is not sure of."""
+    from nvhook import minitoml
+    data = minitoml.loads(text)
+    if data is None:
+        import tomllib
+        data = tomllib.loads(text)
+    return data
 
 
 def _walk(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

@@ -70,3 +70,52 @@ def loads(text: str | bytes) -> Any:
         raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
     finally:
         sys.setrecursionlimit(limit)
+
+
+def dumps(value: Any) -> str:
+    """json.dumps(value) (default separators, ASCII) for dicts with string keys, lists,
+    tuples, strings, numbers, booleans and None, without the json package: the caches'
+    writes on a cold hook. Anything else is a TypeError, as json.dumps raises."""
+    from _json import encode_basestring_ascii as quote
+    out: list[str] = []
+    _encode(value, out, quote, 0)
+    return "".join(out)
+
+
+def _encode(value: Any, out: list[str], quote: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        out.append(quote(value))
+    elif value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int):
+        out.append(int.__repr__(value))
+    elif isinstance(value, float):
+        out.append(float.__repr__(value) if value == value and value not in (
+            float("inf"), float("-inf")) else
+            "NaN" if value != value else "Infinity" if value > 0 else "-Infinity")
+    elif isinstance(value, (list, tuple)):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(", ")
+            _encode(item, out, quote, depth + 1)
+        out.append("]")
+    elif isinstance(value, dict):
+        out.append("{")
+        for i, (k, item) in enumerate(value.items()):
+            if not isinstance(k, str):
+                raise TypeError(f"keys must be str, not {type(k).__name__}")
+            if i:
+                out.append(", ")
+            out.append(quote(k))
+            out.append(": ")
+            _encode(item, out, quote, depth + 1)
+        out.append("}")
+    else:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

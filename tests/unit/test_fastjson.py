@@ -61,3 +61,22 @@ def test_fresh_interpreter_gets_value_errors_not_system_error() -> None:
             "    else:\n        raise SystemExit('parsed ' + repr(t))\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20)
+
+
+@given(_JSON_VALUES)
+def test_dumps_is_json_dumps(value: object) -> None:
+    assert fastjson.dumps(value) == json.dumps(value)
+    assert fastjson.dumps((1, [2])) == json.dumps((1, [2]))
+
+
+def test_dumps_refuses_other_types_and_keys() -> None:
+    """Not JSON's: json.dumps would write {1: 2} as {"1": 2}; the caches never hold it."""
+    for bad in ({1: 2}, {"a": object()}, b"x"):
+        with pytest.raises(TypeError):
+            fastjson.dumps(bad)
