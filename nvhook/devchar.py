@@ -46,8 +46,9 @@ usage: nvhook system create-dev-char-symlinks [--dev-root DIR] [--dev-char-path 
 def wanted_links(config: Config, create_all: bool) -> dict[str, str]:
     """{"MAJ:MIN": node path on the host} for the NVIDIA nodes (and, with ``create_all``,
     the ones the driver describes)."""
-    from nvhook.inventory.driver import find_device_nodes, resolve_in_root
+    from nvhook.inventory.nodes import find_device_nodes
     from nvhook.inventory.procfs import read_majors
+    from nvhook.inventory.rooted import resolve_in_root
 
     majors = read_majors(config.proc_root)
     links = {f"{n.major}:{n.minor}": n.host_path

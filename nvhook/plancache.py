@@ -88,7 +88,7 @@ def host_inputs(config: Config) -> list[tuple[str, str]]:
     paths += [dev, os.path.join(dev, "nvidia-caps"),
               os.path.join(dev, "nvidia-caps-imex-channels"),
               config.persistenced_socket, config.fabricmanager_socket, config.mps_pipe_dir]
-    # IPC endpoints are looked up under the driver root first (inventory/driver.find_ipc)
+    # IPC endpoints are looked up under the driver root first (inventory/hostfiles.find_ipc)
     paths += [config.host_path(root, p) for p in (config.persistenced_socket,
               config.fabricmanager_socket, config.mps_pipe_dir) if p]
     return items + [("stat", p) for p in paths]

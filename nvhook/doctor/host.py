@@ -88,7 +88,7 @@ def check_persistence(config: Config) -> list[Finding]:
 def check_nodes(config: Config) -> tuple[list[tuple[str, int, int]], list[Finding]]:
     """The NVIDIA nodes (path, major, minor) and what is wrong with them."""
     from nvhook.devchar import gpu_minors
-    from nvhook.inventory.driver import find_device_nodes
+    from nvhook.inventory.nodes import find_device_nodes
     from nvhook.inventory.procfs import read_majors
 
     majors = read_majors(config.proc_root)
@@ -152,12 +152,12 @@ def check_driver_root(config: Config, info: NvmlInfo | None) -> list[Finding]:
                         "to where the driver is (/run/nvidia/driver with the GPU operator)")]
     if info is None:
         return []
-    from nvhook.inventory import driver
+    from nvhook.inventory import driver, hostfiles
 
     try:
         libraries = driver.find_libraries(config, info.driver_version,
                                           driver.load_ldcache(config), elf_details=False)
-        binaries, ipc = driver.find_binaries(config), driver.find_ipc(config)
+        binaries, ipc = hostfiles.find_binaries(config), hostfiles.find_ipc(config)
     except NvhookError as e:
         return [Finding(FAIL, "driver-root", e.cause, e.fix)]
     if not any("libcuda.so" in lib.host_path for lib in libraries):

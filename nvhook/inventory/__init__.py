@@ -27,10 +27,10 @@ def discover(config: Config, *, elf_details: bool = True, hot: bool = False,
     MIG mode, or ``mig_management`` (NVIDIA_MIG_CONFIG/MONITOR_DEVICES asked).
     """
     from nvhook.hostlayout import NVML_LIBRARY, proc_driver_dir
-    from nvhook.inventory import driver, procfs
+    from nvhook.inventory import driver, hostfiles, nodes, procfs, rooted
     from nvhook.model import Inventory
 
-    driver.forget_dirs()
+    rooted.forget_dirs()
     cache = driver.load_ldcache(config)
     # NVML first: its driver version decides which library files are the driver's.
     # nvml (threading, cffi) is imported only when NVML is really asked: not on a cache hit
@@ -47,10 +47,10 @@ def discover(config: Config, *, elf_details: bool = True, hot: bool = False,
         gpus=info.gpus,
         libraries=driver.find_libraries(config, info.driver_version, cache,
                                          elf_details=elf_details),
-        binaries=driver.find_binaries(config),
-        firmware=driver.find_firmware(config, info.driver_version),
-        ipc=driver.find_ipc(config),
-        device_nodes=driver.find_device_nodes(config, majors),
+        binaries=hostfiles.find_binaries(config),
+        firmware=hostfiles.find_firmware(config, info.driver_version),
+        ipc=hostfiles.find_ipc(config),
+        device_nodes=nodes.find_device_nodes(config, majors),
         majors=majors,
         proc_driver_dir=proc_driver_dir(config.proc_root),
         mig_minors=procfs.read_mig_minors(config.proc_root) if (

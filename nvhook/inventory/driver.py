@@ -1,8 +1,6 @@
-"""Find the driver's files on the host: libraries per capability, binaries, firmware, IPC, nodes.
-
-Every lookup is rooted: paths are resolved under the configured driver root (or dev root)
-the way the kernel's RESOLVE_IN_ROOT would, so no symlink in a driver root can lead outside it.
-"""
+"""The driver's libraries on the host, per capability: from the driver root's ld.so.cache,
+else by scanning the library directories; only this driver version's files, of this host's
+machine. Paths are resolved under the driver root (inventory/rooted.py)."""
 from __future__ import annotations
 
 import os
@@ -13,9 +11,10 @@ from nvhook.errors import NvhookError
 from nvhook.hostlayout import MAX_SYMLINKS
 from nvhook.inventory import ldcache
 from nvhook.inventory.elf import ElfFacts, elf_class, elf_facts
-from nvhook.model import HostDeviceNode, HostFile, Library
+from nvhook.inventory.rooted import resolve_in_root, root_relative
+from nvhook.model import Library
 
-# Library basename prefixes per capability group (upstream.md §3.2, GLVND ICDs by default).
+# Library basename prefixes per capability group (docs/compat.md R5, GLVND ICDs by default).
 LIBRARIES: dict[str, tuple[str, ...]] = {
     "utility": ("libnvidia-ml.so", "libnvidia-cfg.so", "libnvidia-nscq.so"),
     "compute": (
@@ -35,124 +34,13 @@ LIBRARIES: dict[str, tuple[str, ...]] = {
     "ngx": ("libnvidia-ngx.so",),
 }
 
-# Binaries per capability group (upstream.md §3.3); mounted at /usr/bin/<name>.
-BINARIES: dict[str, tuple[str, ...]] = {
-    "utility": ("nvidia-smi", "nvidia-debugdump", "nvidia-persistenced", "nv-fabricmanager"),
-    "compute": ("nvidia-cuda-mps-control", "nvidia-cuda-mps-server"),
-}
-
 # Cache arch flag → the ELF machine name (elf.MACHINES spelling) its files must carry.
 _ARCH_MACHINE = {
     ldcache.ARCH_X86_64: "x86_64", ldcache.ARCH_I386: "i386",
     ldcache.ARCH_AARCH64: "aarch64", ldcache.ARCH_PPC64LE: "ppc64",
 }
-_CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
-# Node (or node directory) → the /proc/devices name its major must match.
-_NODE_MAJOR = {
-    "nvidiactl": "nvidia", "nvidia-modeset": "nvidia", "nvidia-uvm": "nvidia-uvm",
-    "nvidia-uvm-tools": "nvidia-uvm", "nvidia-caps": "nvidia-caps",
-    "nvidia-caps-imex-channels": "nvidia-caps-imex-channels",
-}
 
 
-# ------------------------------------------------------------------------ rooted paths
-# Directories already resolved during this discovery ((root, path) → host dir): a driver's
-# libraries sit in a handful of directories, and walking each one's path again for every
-# file was most of the hook's discovery time. Cleared by forget_dirs() at each discovery.
-_DIRS: dict[tuple[str, str], str | None] = {}
-
-
-def forget_dirs() -> None:
-    _DIRS.clear()
-
-
-def resolve_in_root(root: str, path: str) -> str | None:
-    """The host path of ``path`` looked up inside ``root``; None if it does not exist.
-
-    Symlinks are followed, but an absolute target restarts at ``root`` and ``..`` stops at
-    ``root``: the answer is always inside it (what ``ldconfig -r`` and chroot would see).
-    The common case (a file, or a link to a plain name beside it, in a directory resolved
-    before) takes one or two lstat calls.
-    """
-    parent, _, name = path.rpartition("/")
-    if name and name not in (".", ".."):
-        key = (root, parent)
-        if key not in _DIRS:
-            _DIRS[key] = _walk_in_root(root, parent or "/")
-        real_dir = _DIRS[key]
-        if real_dir is None:
-            return None
-        for _ in range(MAX_SYMLINKS):
-            candidate = f"{real_dir}/{name}" if real_dir != "/" else f"/{name}"
-            try:
-                st = os.lstat(candidate)
-            except OSError:
-                return None
-            if not stat.S_ISLNK(st.st_mode):
-                return candidate
-            try:
-                target = os.readlink(candidate)
-            except OSError:
-                return None
-            if "/" in target or target in (".", ".."):
-                break                     # anything but a sibling name: the full walk
-            name = target
-        else:
-            return None
-    return _walk_in_root(root, path)
-
-
-def _walk_in_root(root: str, path: str) -> str | None:
-    root = os.path.normpath(root) if root else "/"
-    # the components still to walk, last first (a list: collections costs the hook 1 ms)
-    pending = [p for p in reversed(path.split("/")) if p]
-    done: list[str] = []
-    links = 0
-    while pending:
-        part = pending.pop()
-        if part == ".":
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        candidate = os.path.join(root, *done, part)
-        try:
-            st = os.lstat(candidate)
-        except OSError:
-            return None
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > MAX_SYMLINKS:
-                return None
-            try:
-                target = os.readlink(candidate)
-            except OSError:
-                return None
-            if target.startswith("/"):
-                done = []
-            pending.extend(p for p in reversed(target.split("/")) if p)
-            continue
-        if pending and not stat.S_ISDIR(st.st_mode):
-            return None
-        done.append(part)
-    return os.path.join(root, *done)
-
-
-def root_relative(path: str, root: str) -> str:
-    """A cache path as seen from inside ``root``.
-
-    ``ldconfig -r ROOT`` writes root-relative paths; a host cache (used with a driver root
-    that lives inside the host, e.g. /usr/local/nvidia) holds host paths that start with the
-    root. Both end up relative to the root here.
-    """
-    root = os.path.normpath(root) if root else "/"
-    if root != "/" and (path == root or path.startswith(root + "/")):
-        return path[len(root):] or "/"
-    return path
-
-
-# ------------------------------------------------------------------------ ld.so.cache
 def load_ldcache(config: Config) -> tuple[ldcache.CacheEntry, ...] | None:
     """The driver root's ld.so.cache entries; None when there is no cache file."""
     return ldcache.read_ldcache(config.ldcache_path)
@@ -286,7 +174,7 @@ class _DirScan:
 def find_libraries(config: Config, driver_version: str,
                    cache: tuple[ldcache.CacheEntry, ...] | None, *,
                    elf_details: bool = True) -> tuple[Library, ...]:
-    """Driver libraries per capability group, 64-bit then 32-bit (upstream.md §3.2).
+    """Driver libraries per capability group, 64-bit then 32-bit (docs/compat.md R5).
 
     Candidates come from the ld cache by basename prefix; a prefix the cache does not
     answer (or there is no cache) is looked up by scanning the library directories.
@@ -364,146 +252,3 @@ def _soname(keys: list[str]) -> str | None:
     # ldconfig keys a library by its SONAME; a bare ".so" key is a development link.
     versioned = [k for k in keys if not k.endswith(".so")]
     return min(versioned, key=len) if versioned else None
-
-
-# ------------------------------------------------------------------------ other files
-def find_binaries(config: Config) -> tuple[HostFile, ...]:
-    """Driver executables found in the binary dirs under the driver root (upstream.md §3.3)."""
-    out = []
-    for group, names in BINARIES.items():
-        for name in names:
-            for d in config.binary_dirs:
-                real = resolve_in_root(config.driver_root, f"/{d}/{name}")
-                if real is not None and _is_executable(real):
-                    out.append(HostFile(real, f"/usr/bin/{name}", group))
-                    break
-    return tuple(out)
-
-
-def _is_executable(path: str) -> bool:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o111)
-
-
-def find_firmware(config: Config, driver_version: str) -> tuple[HostFile, ...]:
-    """GSP firmware ``nvidia/<version>/gsp*.bin`` from each firmware dir, first dir wins."""
-    out: dict[str, HostFile] = {}
-    for d in config.firmware_dirs:
-        rel_dir = f"/{d}/nvidia/{driver_version}"
-        real_dir = resolve_in_root(config.driver_root, rel_dir)
-        if real_dir is None or not os.path.isdir(real_dir):
-            continue
-        try:
-            names = sorted(os.listdir(real_dir))
-        except OSError:
-            continue
-        for name in names:
-            if name in out or not (name.startswith("gsp") and name.endswith(".bin")):
-                continue
-            real = resolve_in_root(config.driver_root, f"{rel_dir}/{name}")
-            if real is not None and os.path.isfile(real):
-                out[name] = HostFile(real, f"/lib/firmware/nvidia/{driver_version}/{name}",
-                                     "firmware")
-    return tuple(out.values())
-
-
-# Where containers expect each IPC endpoint, whatever path the host keeps it at.
-IPC_CONTAINER_PATHS = {
-    "persistenced": "/var/run/nvidia-persistenced/socket",
-    "fabricmanager": "/var/run/nvidia-fabricmanager/socket",
-    "mps": "/tmp/nvidia-mps",
-}
-
-
-def find_ipc(config: Config) -> tuple[HostFile, ...]:
-    """persistenced and fabricmanager sockets (utility) and the MPS pipe dir (compute).
-
-    Each configured path is looked up under the driver root first, then on the host: the
-    GPU operator's driver container keeps its daemons' sockets in its own /run, which the
-    host reaches under the driver root, while a driver installed on the host has them in
-    the host's /run (docs/compat.md, "IPC"). In the container they appear at the standard
-    paths CUDA and NVML look at. ``group`` is the capability that brings each one in.
-    """
-    out = []
-    roots = ((config.driver_root, "/") if config.driver_root not in ("", "/") else ("/",))
-    for path, kind, group in ((config.persistenced_socket, "persistenced", "utility"),
-                              (config.fabricmanager_socket, "fabricmanager", "utility"),
-                              (config.mps_pipe_dir, "mps", "compute")):
-        if not path:
-            continue
-        for root in roots:
-            real = resolve_in_root(root, path)
-            if real is not None and os.path.isdir(real) == (kind == "mps"):
-                out.append(HostFile(real, IPC_CONTAINER_PATHS[kind], group))
-                break
-    return tuple(out)
-
-
-def find_device_nodes(config: Config, majors: dict[str, int]) -> tuple[HostDeviceNode, ...]:
-    """Every NVIDIA character node under the dev root, checked against /proc/devices.
-
-    A node whose major disagrees with the kernel's is stale (left from another driver
-    load); binding it would hand the container a dead device, so that is an error.
-    """
-    dev = resolve_in_root(config.dev_root, "/dev")
-    if dev is None:
-        return ()
-    try:
-        names = set(os.listdir(dev))
-    except OSError:
-        return ()
-    gpus = sorted((int(n[6:]), n) for n in names if n.startswith("nvidia") and _digits(n[6:]))
-    wanted = [n for n in _CONTROL_NODES if n in names] + [n for _, n in gpus]
-    for sub in ("nvidia-caps", "nvidia-caps-imex-channels"):
-        sub_dir = resolve_in_root(config.dev_root, f"/dev/{sub}") if sub in names else None
-        if sub_dir is None or not os.path.isdir(sub_dir):
-            continue
-        try:
-            children = os.listdir(sub_dir)
-        except OSError:
-            continue
-        wanted += [f"{sub}/{c}" for c in sorted(children, key=_natural)]
-    out = []
-    for name in wanted:
-        node = _device_node(config, name, majors)
-        if node is not None:
-            out.append(node)
-    return tuple(out)
-
-
-def _digits(text: str) -> bool:
-    # str.isdigit alone accepts non-ASCII digits; re is kept off the hook's import path
-    return text.isascii() and text.isdigit()
-
-
-def _natural(name: str) -> tuple[str, int]:
-    stem = name.rstrip("0123456789")
-    return (stem, int(name[len(stem):])) if stem != name else (name, -1)
-
-
-def _device_node(config: Config, name: str,
-                 majors: dict[str, int]) -> HostDeviceNode | None:
-    container_path = f"/dev/{name}"
-    host_path = resolve_in_root(config.dev_root, container_path)
-    if host_path is None:
-        return None
-    try:
-        st = os.stat(host_path)
-    except OSError:
-        return None
-    if not stat.S_ISCHR(st.st_mode):
-        return None
-    kind = _NODE_MAJOR.get(name.split("/")[0], "nvidia")
-    expected = majors.get(kind)
-    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
-    if expected is not None and major != expected:
-        raise NvhookError(
-            f"device node {host_path} has major {major} but the kernel's {kind} major is "
-            f"{expected} (/proc/devices)",
-            "remove the stale node and let the driver recreate it (nvidia-modprobe), "
-            "or set host.dev-root to the right /dev")
-    return HostDeviceNode(path=container_path, host_path=host_path, major=major,
-                          minor=minor, mode=stat.S_IMODE(st.st_mode))

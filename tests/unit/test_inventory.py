@@ -11,8 +11,8 @@ import pytest
 
 from nvhook.config import Config, load_config
 from nvhook.errors import NvhookError
-from nvhook.inventory import discover, driver, ldcache, procfs
-from nvhook.inventory.driver import resolve_in_root, root_relative
+from nvhook.inventory import discover, driver, hostfiles, ldcache, nodes, procfs
+from nvhook.inventory.rooted import resolve_in_root, root_relative
 from nvhook.inventory.elf import elf_class
 from nvhook.model import HostDeviceNode, Inventory
 from tests.fakedriver import BINARIES, DECOYS, MIG_MINORS, FakeDriver
@@ -171,13 +171,13 @@ def test_device_nodes_sorted_and_checked(tmp_path: Path) -> None:
     (tmp_path / "dev/nvidia-nonode").write_text("")      # a regular file is not a node
     (tmp_path / "dev/null").symlink_to("/dev/null")      # not ours
     config = Config(dev_root=str(tmp_path))
-    nodes = driver.find_device_nodes(config, procfs.parse_devices(MODERN))
-    assert [(n.path, n.major, n.minor) for n in nodes] == [
+    found = nodes.find_device_nodes(config, procfs.parse_devices(MODERN))
+    assert [(n.path, n.major, n.minor) for n in found] == [
         ("/dev/nvidiactl", 195, 255), ("/dev/nvidia-uvm", 237, 0),
         ("/dev/nvidia-uvm-tools", 237, 1), ("/dev/nvidia2", 195, 2), ("/dev/nvidia10", 195, 10),
         ("/dev/nvidia-caps/nvidia-cap2", 240, 2), ("/dev/nvidia-caps/nvidia-cap10", 240, 10),
         ("/dev/nvidia-caps-imex-channels/channel0", 235, 0)]
-    assert nodes[0] == HostDeviceNode("/dev/nvidiactl", str(tmp_path / "dev/nvidiactl"),
+    assert found[0] == HostDeviceNode("/dev/nvidiactl", str(tmp_path / "dev/nvidiactl"),
                                       195, 255, 0o666)
 
 
@@ -185,17 +185,18 @@ def test_stale_node_major_is_an_error(tmp_path: Path) -> None:
     _node(tmp_path, "nvidia-uvm", 511, 0)
     with pytest.raises(NvhookError, match=r"nvidia-uvm has major 511 but the kernel's "
                                           r"nvidia-uvm major is 237"):
-        driver.find_device_nodes(Config(dev_root=str(tmp_path)), procfs.parse_devices(MODERN))
+        nodes.find_device_nodes(Config(dev_root=str(tmp_path)), procfs.parse_devices(MODERN))
 
 
 def test_no_dev_dir(tmp_path: Path) -> None:
-    assert driver.find_device_nodes(Config(dev_root=str(tmp_path)), {}) == ()
+    assert nodes.find_device_nodes(Config(dev_root=str(tmp_path)), {}) == ()
 
 
 # ------------------------------------------------------------------ import weight
 def test_package_import_is_light() -> None:
     code = ("import sys, nvhook.inventory, nvhook.inventory.driver, nvhook.inventory.nvml, "
-            "nvhook.inventory.ldcache, nvhook.inventory.procfs; "
+            "nvhook.inventory.ldcache, nvhook.inventory.procfs, nvhook.inventory.hostfiles, "
+            "nvhook.inventory.nodes; "
             "bad = [m for m in ('cffi', 'elftools') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
@@ -383,7 +384,7 @@ def test_the_reported_version_decides(fake_driver: FakeDriver) -> None:
                                  driver.load_ldcache(config_of(fake_driver)))
     assert {lib.name for lib in libs} == {"libcuda.so.470.57.02",
                                           "libnvidia-glcore.so.470.57.02"}
-    assert driver.find_firmware(config_of(fake_driver), "470.57.02") == ()
+    assert hostfiles.find_firmware(config_of(fake_driver), "470.57.02") == ()
 
 
 def test_hot_path_scan_finds_the_same_files_without_pyelftools(fake_driver_root_layout) -> None:
@@ -416,7 +417,7 @@ def test_ipc_under_the_driver_root_first_then_the_host(tmp_path: Path) -> None:
     cfg = Config(driver_root=str(root),
                  persistenced_socket="/var/run/nvidia-persistenced/socket",
                  fabricmanager_socket=str(host / "fm/socket"))
-    found = {i.container_path: i.host_path for i in driver.find_ipc(cfg)}
+    found = {i.container_path: i.host_path for i in hostfiles.find_ipc(cfg)}
     assert found == {
         "/var/run/nvidia-persistenced/socket": str(root / "var/run/nvidia-persistenced/socket"),
         "/var/run/nvidia-fabricmanager/socket": str(host / "fm/socket"),
