@@ -62,13 +62,15 @@ def decide(config: Config, container: Container, request: Request, *, hot: bool 
 
     ``hot``: a container is starting now (the hook, the shim's create): NVML's cached
     answers while the driver is unchanged, no pyelftools (ldconfig in the container makes
-    the SONAME links), the MIG minors only when MIG is in play.
+    the SONAME links), the MIG minors only when MIG is in play, and no NVML at all when the
+    request needs nothing only NVML knows (/proc/driver/nvidia answers: inventory/procgpus).
     """
-    from nvhook.inventory import discover
+    from nvhook.inventory import discover, needs_nvml
     from nvhook.plan import build_plan
 
     inventory = discover(config, elf_details=not hot, hot=hot,
-                         mig_management=request.mig_config or request.mig_monitor)
+                         mig_management=request.mig_config or request.mig_monitor,
+                         nvml_needed=needs_nvml(request))
     return build_plan(request, inventory, layout or layout_of(config, container))
 
 

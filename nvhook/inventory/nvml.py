@@ -6,6 +6,7 @@ import threading
 from nvhook.config import Config
 from nvhook.errors import NvhookError
 from nvhook.hostlayout import NVML_LIBRARY
+from nvhook.inventory.procgpus import normalize_bus_id
 from nvhook.model import Gpu, MigDevice, NvmlInfo
 
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
@@ -59,9 +60,6 @@ BRAND_NAMES = (
     "Nvidia", "GeForceRTX", "TitanRTX",
 )
 
-_HEX = frozenset("0123456789abcdefABCDEF")
-
-
 def brand_name(value: int) -> str:
     return BRAND_NAMES[value] if 0 <= value < len(BRAND_NAMES) else "Unknown"
 
@@ -69,25 +67,6 @@ def brand_name(value: int) -> str:
 def cuda_version(value: int) -> str:
     """nvmlSystemGetCudaDriverVersion's integer as "major.minor": 13000 → "13.0"."""
     return f"{value // 1000}.{value % 1000 // 10}"
-
-
-def normalize_bus_id(bus_id: str) -> str | None:
-    """A PCI bus id as ``%08x:%02x:%02x.0`` (lower-case, full domain); None if unparsable."""
-    # [domain:]bus:device[.function], hex; parsed by hand to keep re off the hook's path
-    text = bus_id.strip()
-    head, dot, function = text.partition(".")
-    if dot and (len(function) != 1 or function not in "01234567"):
-        return None
-    parts = head.split(":")
-    if len(parts) == 2:
-        parts.insert(0, "0")
-    if len(parts) != 3:
-        return None
-    limits = (8, 2, 2)
-    if any(not p or len(p) > n or not set(p) <= _HEX for p, n in zip(parts, limits, strict=True)):
-        return None
-    domain, bus, device = (int(p, 16) for p in parts)
-    return f"{domain:08x}:{bus:02x}:{device:02x}.0"
 
 
 def query(config: Config, library: str | None = None, *, shutdown: bool = True) -> NvmlInfo:
