@@ -758,6 +758,17 @@ def run_timing(node: Node, ctx: Ctx, stop_at: float) -> dict[str, Any]:
     return result
 
 
+def no_nan(data: Any) -> Any:
+    """``data`` with every NaN (no sample, no base) as None: strict JSON."""
+    if isinstance(data, float) and data != data:
+        return None
+    if isinstance(data, dict):
+        return {k: no_nan(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [no_nan(v) for v in data]
+    return data
+
+
 # Goals of issue 11 on the rows they name: (bound on nvhook's addition in ms, or a
 # fraction of NVIDIA's addition).
 GOALS = {("docker", "no request"): ("ms", 5.0),
@@ -837,7 +848,9 @@ def timing_table(variants: list[Timed], launcher_ms: float | None, fake: bool
             continue
         a = nv["added_p50"]
         b = ref["added_p50"] if ref else float("nan")
-        ratio = f"x{a / b:.2f}" if ref and b == b and abs(b) >= 0.05 else "-"
+        # a ratio only of two additions above the noise floor (a negative one is noise)
+        both = ref is not None and a == a and b == b and a > 0.5 and b > 0.5
+        ratio = f"x{a / b:.2f}" if both else "-"
         goal, verdict = GOALS.get((path, case), (None, None)), "-"
         if goal[0] == "ms":
             verdict = f"≤ {goal[1]:g} ms: {'met' if a <= goal[1] else 'MISSED'}"
@@ -851,7 +864,7 @@ def timing_table(variants: list[Timed], launcher_ms: float | None, fake: bool
         log(f"| {label} | {case} | {f(base_p50)} | {added(a)} | {added(b)} | {ratio} | "
             f"{verdict} |")
         summary.append({"path": path, "case": case, "plain_p50": base_p50, "nvhook_added": a,
-                        "nvidia_added": b, "ratio": a / b if ref and b == b and b else None,
+                        "nvidia_added": b, "ratio": a / b if both else None,
                         "goal": verdict})
     if launcher_ms is not None:
         log(f"(NVIDIA's hook runs through a launcher built here that adds -config and "
@@ -954,7 +967,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             timing["driver"] = host.driver_version
             if opts.out:
                 opts.out.mkdir(parents=True, exist_ok=True)
-                (opts.out / "k8s_timing.json").write_text(json.dumps(timing, indent=1) + "\n")
+                (opts.out / "k8s_timing.json").write_text(
+                    json.dumps(no_nan(timing), indent=1, allow_nan=False) + "\n")
                 log(f"timing written to {opts.out / 'k8s_timing.json'}")
     except SystemExit as e:
         if e.code == 143:
