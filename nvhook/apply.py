@@ -11,7 +11,7 @@ import os
 
 from nvhook.config import Config
 from nvhook.errors import NvhookError
-from nvhook.model import Container, Plan
+from nvhook.model import APP_PROFILE_DIR, Container, Plan
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -57,8 +57,18 @@ def apply_plan(plan: Plan, container: Container, config: Config) -> None:
 def plan_body(plan: Plan, config: Config) -> str:
     """The helper input's plan part, with this host's ldconfig and cgroup settings."""
     ldconfig = resolve_ldconfig(config.ldconfig) if plan.ldconfig_dirs else None
+    profile_dir = None
+    if plan.app_profile is not None:
+        from nvhook import appprofile
+        try:
+            profile_dir, _ = appprofile.stage(config.cache_dir, plan.app_profile.mask)
+        except OSError as e:
+            appprofile.cleanup()
+            raise NvhookError(f"cannot write the application profile for the helper: {e}",
+                              "check that the hook may write its cache dir ([hook] "
+                              "cache-dir) or the temp dir") from None
     return render_body(plan, cgroup_rules=() if config.no_cgroups else plan.cgroup_rules,
-                       ldconfig=ldconfig)
+                       ldconfig=ldconfig, app_profile_dir=profile_dir)
 
 
 def require_host_pid(container: Container) -> int:
@@ -73,10 +83,38 @@ def require_host_pid(container: Container) -> int:
 
 def apply_body(body: str, container: Container, config: Config) -> None:
     """Run the helper on a rendered plan body for this container."""
-    pid = require_host_pid(container)
-    helper = find_helper(config)
-    text = render_header(pid=pid, rootfs=container.rootfs, owner=container_owner(pid)) + body
-    run_helper(helper, text, debug_log=config.debug_log)
+    try:
+        pid = require_host_pid(container)
+        helper = find_helper(config)
+        if _PROFILE_RECORD in body:
+            _restage(body)
+        text = render_header(pid=pid, rootfs=container.rootfs,
+                             owner=container_owner(pid)) + body
+        run_helper(helper, text, debug_log=config.debug_log)
+    finally:
+        import sys
+        staged = sys.modules.get("nvhook.appprofile")
+        if staged is not None:   # plan_body may have staged a temp dir: the helper is done
+            staged.cleanup()
+
+
+_PROFILE_RECORD = f"procmask\t{APP_PROFILE_DIR}\t"
+
+
+def _restage(body: str) -> None:
+    """A cached body names ``<cache-dir>/app-profile/<mask>``: write it again if it is gone
+    (someone cleared part of the cache dir), rather than fail the container."""
+    start = body.index(_PROFILE_RECORD) + len(_PROFILE_RECORD)
+    directory = body[start:body.index("\t", start)]
+    if os.path.isdir(directory):
+        return
+    from nvhook import appprofile
+    where = appprofile.cached_dir_of(directory)
+    if where is not None:
+        try:
+            appprofile.stage(*where)
+        except OSError:
+            pass    # the helper names the missing dir
 
 
 # ---------------------------------------------------------------------------- lookups
@@ -151,10 +189,12 @@ def _line(*fields: str) -> str:
 
 
 def render_input(plan: Plan, *, pid: int, rootfs: str, owner: tuple[int, int] | None,
-                 cgroup_rules: Iterable[str] = (), ldconfig: str | None = None) -> str:
+                 cgroup_rules: Iterable[str] = (), ldconfig: str | None = None,
+                 app_profile_dir: str | None = None) -> str:
     """The helper's stdin for ``plan`` (docs/contracts.md §2). Pure."""
     return (render_header(pid=pid, rootfs=rootfs, owner=owner) +
-            render_body(plan, cgroup_rules=cgroup_rules, ldconfig=ldconfig))
+            render_body(plan, cgroup_rules=cgroup_rules, ldconfig=ldconfig,
+                        app_profile_dir=app_profile_dir))
 
 
 def render_header(*, pid: int, rootfs: str, owner: tuple[int, int] | None) -> str:
@@ -167,9 +207,10 @@ def render_header(*, pid: int, rootfs: str, owner: tuple[int, int] | None) -> st
 
 
 def render_body(plan: Plan, *, cgroup_rules: Iterable[str] = (),
-                ldconfig: str | None = None) -> str:
+                ldconfig: str | None = None, app_profile_dir: str | None = None) -> str:
     """The plan's part of the helper's input: the same for every container that asks the
-    same of an unchanged host (what nvhook.plancache keeps)."""
+    same of an unchanged host (what nvhook.plancache keeps). ``app_profile_dir``: the host
+    dir holding the plan's application profile files (nvhook.appprofile.stage)."""
     out = []
     for node in plan.device_nodes:
         out.append(_line("device", _field(node.path, "device path"),
@@ -191,6 +232,15 @@ def render_body(plan: Plan, *, cgroup_rules: Iterable[str] = (),
                          _field(pm.host_dir, "procmask host dir"),
                          _list(pm.files, "/proc file") if pm.files else "",
                          _list(pm.gpu_bus_ids, "bus id") if pm.gpu_bus_ids else ""))
+    if plan.app_profile is not None:
+        from nvhook.appprofile import profile_files
+        if app_profile_dir is None:
+            raise ValueError("render_body: a plan with an application profile needs its dir")
+        # a procmask record with no bus id: a read-only tmpfs holding the copied files
+        names = tuple(profile_files(plan.app_profile.mask))
+        out.append(_line("procmask", _field(plan.app_profile.container_dir, "profile path"),
+                         _field(app_profile_dir, "profile host dir"),
+                         _list(names, "profile file") if names else "", ""))
     rules = [_field(r, "cgroup rule") for r in cgroup_rules]
     if rules:
         out.append(_line("cgroup", *rules))

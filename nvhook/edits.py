@@ -80,13 +80,14 @@ class ContainerEdits:
 # ---------------------------------------------------------------------------- the cut
 def split_for_spec(plan: Plan) -> tuple[Plan, Plan]:
     """(what the spec carries, what the finish hook does): nodes and mounts in the spec;
-    symlinks, the /proc mask with its /proc binds, and ldconfig in the hook."""
+    symlinks, the /proc mask with its /proc binds, the application profile and ldconfig in
+    the hook."""
     proc = tuple(m for m in plan.mounts
                  if m.container_path.startswith(PROC_DRIVER_NVIDIA + "/"))
     spec = Plan(device_nodes=plan.device_nodes,
                 mounts=tuple(m for m in plan.mounts if m not in proc))
     rest = Plan(mounts=proc, symlinks=plan.symlinks, proc_mask=plan.proc_mask,
-                ldconfig_dirs=plan.ldconfig_dirs)
+                ldconfig_dirs=plan.ldconfig_dirs, app_profile=plan.app_profile)
     return spec, rest
 
 

@@ -12,6 +12,9 @@ The grammar (each option takes one value, as ``--name VALUE`` or ``--name=VALUE`
 - ``--symlink TARGET::LINK``: make LINK (absolute) point to TARGET;
 - ``--proc-mask BUS,BUS``: lay the /proc/driver/nvidia mask, showing those GPUs;
 - ``--proc-bind REL``: bind /proc/driver/nvidia/REL read-only (MIG access files);
+- ``--app-profile MASK``: lay the application profile tmpfs (nvhook/appprofile.py) with the
+  EGL mask MASK (hex, ``0x3``); under CDI the mask also gets the bit of each GPU the
+  container's nodes earn (the GPU rows of the table give each bus id's minor);
 - ``--visible-gpu MAJ:MIN=BUS``, ``--visible-proc MAJ:MIN=REL``: CDI's table of what a
   device earns: when the container's ``linux.devices`` holds char device MAJ:MIN, show
   ``gpus/BUS``, or bind REL (docs/cdi.md, "Why one common hook").
@@ -27,8 +30,8 @@ import sys
 
 from nvhook.errors import NvhookError
 from nvhook.hostlayout import PROC_DRIVER_NVIDIA
-from nvhook.model import Mount, Plan, ProcMask, Symlink
-from nvhook.plan import PROC_MASK_FILES, PROC_OPTIONS
+from nvhook.model import AppProfile, Mount, Plan, ProcMask, Symlink
+from nvhook.plan import NVIDIA_MAJOR, PROC_MASK_FILES, PROC_OPTIONS
 from nvhook.record import record
 
 TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
@@ -38,7 +41,8 @@ if TYPE_CHECKING:
     from nvhook.config import Config
 
 GPU, PROC = "--visible-gpu", "--visible-proc"
-_OPTIONS = ("--ldconfig-dir", "--symlink", "--proc-mask", "--proc-bind", GPU, PROC)
+PROFILE = "--app-profile"
+_OPTIONS = ("--ldconfig-dir", "--symlink", "--proc-mask", "--proc-bind", GPU, PROC, PROFILE)
 _FIX = "regenerate the CDI spec (nvhook cdi generate) or recreate the container"
 
 
@@ -81,6 +85,9 @@ def encode(work: Work) -> list[str]:
         rel = _proc_rel(m.container_path)
         args += ["--proc-bind", _checked(rel or m.container_path, rel is not None,
                                          "a /proc bind")]
+    if plan.app_profile is not None:
+        mask = plan.app_profile.mask
+        args += [PROFILE, _checked(f"0x{mask:x}", mask >= 0, "an EGL mask")]
     for e in work.earned:
         ok = e.flag in (GPU, PROC) and e.major >= 0 and e.minor >= 0 and bool(e.value) and (
             e.flag == GPU or _proc_rel(posixpath.join(PROC_DRIVER_NVIDIA, e.value)) == e.value)
@@ -113,6 +120,7 @@ def decode(args: list[str], proc_driver_dir: str) -> tuple[Work, list[str]]:
     binds: list[Mount] = []
     earned: list[Earned] = []
     mask: ProcMask | None = None
+    profile: AppProfile | None = None
     unknown: list[str] = []
     it = iter(args)
     for arg in it:
@@ -132,6 +140,11 @@ def decode(args: list[str], proc_driver_dir: str) -> tuple[Work, list[str]]:
         elif name == "--proc-mask":
             mask = ProcMask(host_dir=proc_driver_dir, files=PROC_MASK_FILES,
                             gpu_bus_ids=tuple(b for b in value.split(",") if b))
+        elif name == PROFILE:
+            digits = value[2:] if value[:2] in ("0x", "0X") else ""
+            _valid(name, value, bool(digits) and len(digits) <= 64 and all(
+                c in "0123456789abcdefABCDEF" for c in digits))
+            profile = AppProfile(mask=int(digits, 16))
         elif name == "--proc-bind":
             rel = _valid_rel(name, value)
             binds.append(Mount(posixpath.join(proc_driver_dir, rel),
@@ -144,7 +157,7 @@ def decode(args: list[str], proc_driver_dir: str) -> tuple[Work, list[str]]:
             earned.append(Earned(name, int(major), int(minor),
                                  _valid_rel(name, what) if name == PROC else what))
     plan = Plan(mounts=tuple(binds), symlinks=tuple(symlinks), proc_mask=mask,
-                ldconfig_dirs=tuple(ldconfig))
+                ldconfig_dirs=tuple(ldconfig), app_profile=profile)
     return Work(plan, tuple(earned)), unknown
 
 
@@ -193,6 +206,9 @@ def narrow(work: Work, present: set[tuple[int, int]]) -> Plan:
     from nvhook.record import replace
 
     plan = work.plan
+    if plan.app_profile is not None and work.earned:
+        plan = replace(plan, app_profile=replace(
+            plan.app_profile, mask=plan.app_profile.mask | _earned_mask(work, present)))
     if plan.proc_mask is None:
         return plan
     bus_ids = dict.fromkeys(plan.proc_mask.gpu_bus_ids)
@@ -208,6 +224,18 @@ def narrow(work: Work, present: set[tuple[int, int]]) -> Plan:
                                             target, PROC_OPTIONS))
     return replace(plan, proc_mask=replace(plan.proc_mask, gpu_bus_ids=tuple(bus_ids)),
                    mounts=tuple(mounts.values()))
+
+
+def _earned_mask(work: Work, present: set[tuple[int, int]]) -> int:
+    """The EGL mask bits of the GPUs the container's nodes earn: a GPU row whose node is a
+    GPU node (major 195) gives its bus id's minor, every earned bus id (a MIG device earns
+    its parent's) its bit."""
+    minors = {e.value: e.minor for e in work.earned if e.flag == GPU and e.major == NVIDIA_MAJOR}
+    mask = 0
+    for e in work.earned:
+        if e.flag == GPU and (e.major, e.minor) in present and e.value in minors:
+            mask |= 1 << minors[e.value]
+    return mask
 
 
 def finish_plan(args: list[str], spec: dict[str, Any],

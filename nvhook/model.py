@@ -187,6 +187,20 @@ class ProcMask:
     container_dir: str = PROC_DRIVER_NVIDIA
 
 
+# The driver reads application profiles from this directory (graphics and display only).
+APP_PROFILE_DIR = "/etc/nvidia/nvidia-application-profiles-rc.d"
+
+
+@record
+class AppProfile:
+    """A read-only tmpfs over ``container_dir`` holding the generated application profile
+    that limits EGL to the container's GPUs (nvhook/appprofile.py writes it): bit ``m`` of
+    ``mask`` for each visible GPU's /dev/nvidia<m>; no GPU (mask 0): the tmpfs stays empty."""
+
+    mask: int
+    container_dir: str = APP_PROFILE_DIR
+
+
 @record
 class Plan:
     """Everything to inject; one value for the hook, the runtime shim, CDI and listings."""
@@ -196,6 +210,7 @@ class Plan:
     symlinks: tuple[Symlink, ...] = ()
     proc_mask: ProcMask | None = None
     ldconfig_dirs: tuple[str, ...] = ()
+    app_profile: AppProfile | None = None
 
     @property
     def cgroup_rules(self) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from nvhook.devselect import Selection, check_mig_management, select_devices
 from nvhook.errors import NvhookError
 from nvhook.hostlayout import PROC_DRIVER_NVIDIA
 from nvhook.model import (
+    AppProfile,
     DeviceNode,
     Gpu,
     HostDeviceNode,
@@ -116,6 +117,11 @@ def build_plan(request: Request, inventory: Inventory, layout: Layout) -> Plan:
         )
         proc_mounts = _mig_proc_mounts(request, inventory, selection)
 
+    # graphics/display: EGL limited to the selected GPUs (nvhook/appprofile.py, compat R16c)
+    app_profile = None
+    if caps & {"graphics", "display"}:
+        app_profile = AppProfile(mask=sum(1 << g.minor for g in selection.gpus))
+
     ldconfig_dirs: tuple[str, ...] = ()
     if lib_names or lib32:
         ldconfig_dirs = (layout.lib_dir,) + ((layout.lib32_dir,) if lib32 else ())
@@ -125,6 +131,7 @@ def build_plan(request: Request, inventory: Inventory, layout: Layout) -> Plan:
         symlinks=tuple(symlinks),
         proc_mask=proc_mask,
         ldconfig_dirs=ldconfig_dirs,
+        app_profile=app_profile,
     )
 
 
@@ -258,6 +265,10 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
             "containerDir": plan.proc_mask.container_dir,
             "files": list(plan.proc_mask.files),
             "gpuBusIds": list(plan.proc_mask.gpu_bus_ids),
+        },
+        "appProfile": None if plan.app_profile is None else {
+            "containerDir": plan.app_profile.container_dir,
+            "mask": plan.app_profile.mask,
         },
     }
     return {"containerEdits": edits, "nvhook": extra}

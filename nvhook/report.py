@@ -96,6 +96,9 @@ def plan_text(plan: Plan) -> str:
         out.append(f"procmask {plan.proc_mask.container_dir}  files="
                    f"{','.join(plan.proc_mask.files)} gpus="
                    f"{','.join(plan.proc_mask.gpu_bus_ids) or '-'}")
+    if plan.app_profile:
+        out.append(f"procmask {plan.app_profile.container_dir}  app profile, "
+                   f"EGL mask 0x{plan.app_profile.mask:x}")
     for rule in plan.cgroup_rules:
         out.append(f"cgroup   allow {rule}")
     if plan.ldconfig_dirs:

@@ -119,7 +119,7 @@ def test_one_node_mode_for_the_helper_spec_mode_and_cdi() -> None:
     plan = build_plan(Request(devices=("1",), capabilities=CAPS), ODD, DEB)
     (node,) = [n for n in plan.device_nodes if n.path == "/dev/nvidia1"]
     assert node.file_mode == 0o660
-    assert "\t195\t1\t660\tc\n" in render_body(plan)
+    assert "\t195\t1\t660\tc\n" in render_body(plan, app_profile_dir="/profiles")
 
 
 def test_mount_options_follow_the_plans_flags() -> None:

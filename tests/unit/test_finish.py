@@ -16,7 +16,7 @@ from nvhook import finish
 from nvhook.edits import split_for_spec
 from nvhook.errors import NvhookError
 from nvhook.finish import GPU, PROC, Earned, Work
-from nvhook.model import Mount, Plan, ProcMask, Symlink
+from nvhook.model import AppProfile, Mount, Plan, ProcMask, Symlink
 from nvhook.plan import PROC_MASK_FILES, PROC_OPTIONS
 from tests.unit.test_plan import plan_for
 
@@ -56,7 +56,8 @@ def works(draw: st.DrawFn) -> Work:
         symlinks=tuple(Symlink(t, link) for t, link in draw(st.lists(
             st.tuples(_rel.filter(lambda t: "::" not in t), _abs), max_size=3))),
         proc_mask=None if mask is None else ProcMask(HOST_PROC, PROC_MASK_FILES, mask),
-        ldconfig_dirs=tuple(draw(st.lists(_abs, max_size=3))))
+        ldconfig_dirs=tuple(draw(st.lists(_abs, max_size=3))),
+        app_profile=draw(st.one_of(st.none(), st.integers(0, (1 << 70)).map(AppProfile))))
     earned = draw(st.lists(st.one_of(
         st.builds(Earned, st.just(GPU), _num, _num, _bus),
         st.builds(Earned, st.just(PROC), _num, _num, _rel)), max_size=4))
@@ -112,6 +113,8 @@ def test_unknown_arguments_are_returned_not_fatal() -> None:
     ["--symlink", "nolink"], ["--proc-bind", "../../etc"], ["--proc-bind", "."],
     ["--ldconfig-dir"], ["--ldconfig-dir", "relative"], ["--visible-gpu", "\u00b2:0=B"],
     ["--visible-gpu", "195:\u0661=B"], ["--visible-proc", "195:0=/etc"],
+    ["--app-profile", "3"], ["--app-profile", "0x"], ["--app-profile", "0x-1"],
+    ["--app-profile", "0x\u0661"], ["--app-profile", "0x" + "f" * 65],
 ])
 def test_bad_arguments(args: list[str]) -> None:
     with pytest.raises(NvhookError, match="finish hook: "):
