@@ -25,7 +25,8 @@ PROCFS_HOOK = HERE / "procfs_hook.py"
 REFERENCE_ENV = "NVHOOK_REFERENCE"
 ENABLE_HINT = ("set NVHOOK_REFERENCE to the unpacked NVIDIA 1.17.2 tarball "
                "(`eval $(scripts/reference.sh)`, which CI's scripts/test.sh runs)")
-ASPECTS = ("status", "mounts", "dev", "proc", "probe", "smi", "ldcache", "rootfs", "host")
+ASPECTS = ("status", "mounts", "dev", "proc", "profile", "probe", "smi", "ldcache", "rootfs",
+           "host")
 
 
 def reference_dir() -> Path | None:
@@ -92,6 +93,12 @@ if [ -d /proc/driver/nvidia ]; then
   echo params:; cat /proc/driver/nvidia/params 2>&1 | md5sum | cut -c1-8
   grep ModifyDeviceFiles /proc/driver/nvidia/params 2>&1
   echo version:; head -c 60 /proc/driver/nvidia/version 2>&1; echo
+fi
+echo @@profile
+d=/etc/nvidia/nvidia-application-profiles-rc.d
+if [ -d $d ]; then
+  stat -c '%n %F %a %u:%g' $d
+  for f in $d/*; do [ -e "$f" ] && echo "$(stat -c '%n %F %s %u:%g' "$f"): $(cat "$f")"; done
 fi
 echo @@probe
 nvml-probe 2>&1 | sed 's/^nvml-probe: .*cannot open shared object.*/nvml-probe: not found/'
@@ -208,6 +215,7 @@ def _ours(mounts: list[str], bench: Bench) -> list[str]:
 # Everything that legitimately differs between two runs of the same container is removed
 # here, and only here (docs/compat.md, "How the comparison is made").
 _ANON_DEV = re.compile(r"^0:\d+$")
+_MASKS = ("/proc/driver/nvidia", "/etc/nvidia/nvidia-application-profiles-rc.d")
 
 
 def normalize(seen: dict[str, list[str]], bench: Bench, host: Host,
@@ -230,9 +238,10 @@ def normalize(seen: dict[str, list[str]], bench: Bench, host: Host,
         root, point, opts = fields[3], fields[4], fields[5]
         fstype, source, superopts = fields[dash + 1], fields[dash + 2], fields[dash + 3]
         dev = "anon" if _ANON_DEV.match(fields[2]) else fields[2]
-        if point == "/proc/driver/nvidia" and fstype == "tmpfs":
-            # The /proc mask: NVIDIA leaves its tmpfs writable (mode 0555), nvhook makes it
-            # read-only; what is inside is compared under "proc" (compat.md: proc-mask).
+        if point in _MASKS and fstype == "tmpfs":
+            # The /proc mask and the application profile dir: NVIDIA leaves its tmpfs
+            # writable (mode 0555), nvhook makes it read-only; what is inside is compared
+            # under "proc" and "profile" (compat.md: proc-mask).
             opts, superopts = "<proc-mask>", "<proc-mask>"
         mounts.append(sub(f"{point} {dev} {root} {opts} {fstype} {source} {superopts}"))
     out["mounts"] = sorted(mounts)

@@ -36,10 +36,6 @@ DIFFERENCES: dict[str, Difference] = {
     # reads the configured proc root. A bench artefact, not a behaviour difference.
     "caps-major-from-host": Difference(
         "D2", "nvhook", lambda a, line: "/dev/nvidia-caps" in line, everywhere=True),
-    # graphics/display: NVIDIA writes a tmpfs /etc/nvidia/nvidia-application-profiles-rc.d
-    # with a generated 10-container.conf; nvhook does not (yet).
-    "app-profile": Difference(
-        "D3", "nvidia", lambda a, line: "etc/nvidia" in line),
     # nvhook also looks for GSP firmware under <driver-root>/firmware (GKE, the operator).
     "firmware-dirs": Difference(
         "D4", "nvhook", lambda a, line: "firmware" in line),
@@ -85,16 +81,7 @@ def _cases() -> list[Case]:
 
     def add(name: str, *env: str, **kw: object) -> None:
         expect = list(kw.pop("expect", ()))  # type: ignore[call-overload]
-        caps = next((e.split("=", 1)[1] for e in env if e.startswith(C)), None)
-        legacy = any(e.startswith("CUDA_VERSION=") for e in env) and not any(
-            e.startswith("NVIDIA_REQUIRE_CUDA=") for e in env)
-        graphics = caps is not None and any(
-            c.strip() in ("graphics", "display", "all") for c in caps.split(","))
-        if caps is None and legacy:
-            graphics = True                      # a legacy image gets every capability
-        gpu = (legacy or any(e.startswith(V) for e in env)) and not kw.pop("untouched", False)
-        if graphics and gpu and "app-profile" not in expect:
-            expect.append("app-profile")
+        kw.pop("untouched", False)   # a case both hooks leave alone (documents the case)
         if kw.get("host") == "operator":
             expect.append("firmware-dirs")
         out.append(Case(name, tuple(env), expect=tuple(expect), **kw))  # type: ignore[arg-type]
@@ -138,6 +125,11 @@ def _cases() -> list[Case]:
     ]:
         add(f"caps-{name}", V + "0", C + value)
     add("caps-compat32", V + "0", C + "compat32", expect=("empty-lib32-dir",))
+    # the application profile's EGL mask: GPU 1 only, a MIG device (its parent's bit), none
+    add("graphics-gpu1", V + "1", C + "graphics")
+    add("display-mig", V + "1:0", C + "display")
+    add("graphics-mig-and-gpu0", V + f"{mig0.uuid},0", C + "graphics")
+    add("graphics-none", V + "none", C + "graphics")
     # legacy CUDA_VERSION images
     add("legacy", "CUDA_VERSION=12.0")
     add("legacy-patch", "CUDA_VERSION=12.0.1")
