@@ -1,7 +1,7 @@
 """Turn a container's environment and mounts into what it asks for: NVIDIA's NVIDIA_* semantics.
 
-This is the table of docs/compat.md (R1-R4, R11-R14b) as one pure function, ``parse_request``. It returns None
-for a container that asks for no GPU, and the hook then touches nothing. It is on the hook's
+This is the table of docs/compat.md (R1-R4, R11-R14b) as one pure function,
+``parse_request``. It returns None for a container that asks for no GPU, and the hook then touches nothing. It is on the hook's
 hot path, so it imports only the standard library.
 
 Where NVIDIA's releases disagree we follow the current toolkit and say so:
@@ -94,7 +94,8 @@ def go_parse_bool(value: str | None) -> bool:
 
 def _requested_devices(container: Container, config: Config,
                        legacy: bool) -> tuple[DeviceList, Source] | None:
-    """(devices, source) by the precedence of docs/compat.md R1 and R14b, or None for "no GPU container"."""
+    """(devices, source) by the precedence of docs/compat.md R1 and R14b, or None for "no GPU
+    container"."""
     if config.accept_volume_mounts:
         ids = [_cdi_from_mount(i) if i.startswith("cdi/") else i
                for i in _volume_mount_requests(container.mounts) if not i.startswith("imex/")]

@@ -256,7 +256,6 @@ def prepare_create(create_args: Sequence[str], config_path: str | None, cwd: str
     Returns whether the file was rewritten. A container that asks for nothing is answered
     by the hook's gate (bytes only) and its file is left exactly as it was.
     """
-    from nvhook.gate import may_ask_for_gpus
 
     bundle = bundle_of(create_args, cwd)
     annotated = _has_cdi_annotations(bundle)
