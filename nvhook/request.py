@@ -1,8 +1,8 @@
 """Turn a container's environment and mounts into what it asks for: NVIDIA's NVIDIA_* semantics.
 
 This is the table of docs/compat.md (R1-R4, R11-R14b) as one pure function,
-``parse_request``. It returns None for a container that asks for no GPU, and the hook then touches nothing. It is on the hook's
-hot path, so it imports only the standard library.
+``parse_request``. It returns None for a container that asks for no GPU, and the hook then
+touches nothing. It is on the hook's hot path, so it imports only the standard library.
 
 Where NVIDIA's releases disagree we follow the current toolkit and say so:
 - special values in the device list: ``void`` beats ``none`` beats ``all`` wherever they
