@@ -12,7 +12,7 @@ TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
 if TYPE_CHECKING:
     from typing import Any, Literal
 
-# The seven driver capabilities NVIDIA_DRIVER_CAPABILITIES may name (upstream.md §2.4).
+# The seven driver capabilities NVIDIA_DRIVER_CAPABILITIES may name (docs/compat.md R4).
 ALL_CAPABILITIES: tuple[str, ...] = (
     "compat32", "compute", "display", "graphics", "ngx", "utility", "video",
 )
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 @record
 class Request:
-    """What the container asks for (NVIDIA_* semantics, upstream.md §2).
+    """What the container asks for (NVIDIA_* semantics, docs/compat.md R1-R4).
 
     ``devices`` is "all", or the ids as written (index, UUID, bus id, MIG forms), in order,
     without duplicates; an empty tuple means NVIDIA_VISIBLE_DEVICES=none: the driver but no

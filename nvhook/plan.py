@@ -1,6 +1,6 @@
 """Request × Inventory × container layout → Plan: what to inject, decided without I/O.
 
-The rules are libnvidia-container's (upstream.md §3): which libraries, binaries, nodes and
+The rules are libnvidia-container's (docs/compat.md R5-R10): which libraries, binaries, nodes and
 /proc entries each capability brings, where they go in the container, and with which flags.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ TYPE_CHECKING = False   # typing costs the hook milliseconds at run time
 if TYPE_CHECKING:
     from typing import Any
 
-# Mount options per kind of file (upstream.md §3.11). "bind" first: it is how they are made.
+# Mount options per kind of file (docs/compat.md R7). "bind" first: it is how they are made.
 LIB_OPTIONS = ("bind", "ro", "nosuid", "nodev")
 BIN_OPTIONS = LIB_OPTIONS
 FIRMWARE_OPTIONS = LIB_OPTIONS
@@ -52,7 +52,7 @@ MODESET_MINOR = 254
 
 
 def library_groups(capabilities: frozenset[str]) -> frozenset[str]:
-    """Capability → library groups (libnvidia-container's options.h, upstream §3.1)."""
+    """Capability → library groups (libnvidia-container's options.h, docs/compat.md R5)."""
     groups = set(capabilities & {"utility", "compute", "video", "graphics", "ngx"})
     if "video" in capabilities:
         groups.add("compute")
@@ -163,7 +163,7 @@ def _device_nodes(request: Request, inventory: Inventory, selection: Selection,
 
     modprobe = MODPROBE_FIX
     need("/dev/nvidiactl", True, modprobe)
-    if "compute" in groups:   # only compute needs UVM (video brings compute, upstream §3.6)
+    if "compute" in groups:   # only compute needs UVM (video brings compute, compat R5)
         need("/dev/nvidia-uvm", False, modprobe)
         need("/dev/nvidia-uvm-tools", False, modprobe)
     if "display" in request.capabilities:
@@ -222,7 +222,7 @@ def _mig_access_mounts(base: str, mig: MigDevice, gpus: tuple[Gpu, ...]) -> list
 
 
 def _symlinks(lib_dir: str, lib_names: set[str], version: str) -> list[Symlink]:
-    """The few development links libnvidia-container makes (upstream §3.9).
+    """The few development links libnvidia-container makes (docs/compat.md R10).
 
     SONAME links (libcuda.so.1 → libcuda.so.<v>) are made by the ldconfig run.
     """
