@@ -105,8 +105,11 @@ def digest(text: str) -> str:
     data = text.encode("utf-8", "surrogateescape")
     try:
         from _sha256 import sha256  # type: ignore[import-not-found]
-    except ImportError:           # Python ≥ 3.12 names the builtin module _sha2
-        from hashlib import sha256
+    except ImportError:
+        try:                       # Python ≥ 3.12 names the builtin module _sha2
+            from _sha2 import sha256  # type: ignore[import-not-found]
+        except ImportError:
+            from hashlib import sha256
     return str(sha256(data).hexdigest())
 
 

@@ -220,3 +220,18 @@ def test_untrusted_cache_dir_or_entry_is_a_quick_miss(host, tmp_path: Path, bad:
     assert plancache.load(str(cache), key) == ("body" if bad == "fifo" else None)
     if bad == "symlink":
         assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_digest_is_sha256_without_hashlib() -> None:
+    """The caches' names: SHA-256 from the builtin module (_sha256, or _sha2 on Python
+    3.12+), not hashlib, whose import cost the warm hook 3 ms on the H200's Python 3.12."""
+    import hashlib
+    import subprocess
+
+    from nvhook.cachefile import digest
+    assert digest("é") == hashlib.sha256("é".encode()).hexdigest()
+    code = ("import sys; from nvhook.cachefile import digest; digest('x'); "
+            "assert 'hashlib' not in sys.modules, 'hashlib imported'")
+    repo = str(Path(__file__).resolve().parents[2])
+    subprocess.run(["/usr/bin/python3", "-IS", "-c",
+                    f"import sys; sys.path.insert(0, {repo!r}); " + code], check=True)
