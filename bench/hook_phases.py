@@ -12,7 +12,8 @@ hook_latency.py --profile.
 
 With --cold every run is the first GPU container after a boot or a driver change: the
 config, NVML and plan caches and the front door's facts and memo are removed first, and the
-decision is split further (discovery, and NVML's part of it).
+decision is split further (discovery, and NVML's part of it, its import included: 0 when
+/proc/driver/nvidia answered, docs/design.md "GPUs without NVML").
 """
 from __future__ import annotations
 
@@ -48,10 +49,10 @@ def timing(name, fn):
         finally:
             spent[name] += (time.perf_counter() - t) * 1e3
     return wrapped
-if COLD:   # discovery runs: time it and NVML's part (the imports here would cost a warm run)
-    import nvhook.inventory, nvhook.inventory.nvml
+if COLD:   # discovery runs: time it and NVML's part (its import included: threading, cffi)
+    import nvhook.inventory   # nvml itself is not imported here: /proc may answer instead
     nvhook.inventory.discover = timing("discover", nvhook.inventory.discover)
-    nvhook.inventory.nvml.query = timing("nvml", nvhook.inventory.nvml.query)
+    nvhook.inventory._nvml_facts = timing("nvml", nvhook.inventory._nvml_facts)
 bodies = []
 apply.apply_body = lambda body, container, config: bodies.append(body)   # no helper run
 hook.prestart(config, state)
