@@ -21,7 +21,8 @@ PROTOCOL_VERSION = 1
 LIBEXEC_HELPER = "/usr/libexec/nvhook/nvhook-helper"
 REPO_HELPER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "build", "nvhook-helper")
-# ldconfig alone may take 10 s (the helper's limit); mounts take milliseconds.
+# ldconfig is bounded at 2 s by the helper; mounts take milliseconds. This bound only
+# catches a helper that hangs outside its own limits.
 HELPER_TIMEOUT = 60.0
 
 # The first word of the helper's line (before any "-") → what the user can do about it.
@@ -42,8 +43,8 @@ _FIXES = {
                 "config)",
     "cgroup": "rootless containers need [hook] no-cgroups = true; otherwise check the "
               "container's devices cgroup",
-    "ldconfig": "point [hook] ldconfig at the host's static ldconfig (e.g. \"@/sbin/ldconfig\") "
-                "and make sure the image's /etc is writable",
+    "ldconfig": "if the line names a file of the image, fix the image as it says; otherwise "
+                "point [hook] ldconfig at the host's static ldconfig (e.g. \"@/sbin/ldconfig\")",
 }
 _DEFAULT_FIX = "run the hook with [hook] debug = \"/path/to/log\" and check the helper's steps"
 

@@ -33,7 +33,7 @@ _BIND_WORDS = frozenset({"bind", "rbind", "private", "rprivate", "slave", "rslav
                          "rshared", "unbindable", "runbindable"})
 # The finish hook needs the container's host pid: createRuntime (never createContainer).
 FINISH_STAGE = "createRuntime"
-# ldconfig alone may take the helper's 10 s; the rest is milliseconds.
+# The helper bounds ldconfig at 2 s; the rest is milliseconds: 30 s leaves a slow host room.
 FINISH_TIMEOUT = 30
 # The launcher runs isolated and needs no variable; a PATH keeps a runtime that clears the
 # environment (youki, crun) and one that passes its own (runc) giving the hook the same one.
