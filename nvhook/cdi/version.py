@@ -170,10 +170,7 @@ def _check_edits(edits: dict[str, Any], where: str, known: Any, errors: list[str
     for env in _checked_list(edits, "env", where, errors):
         if not isinstance(env, str) or env.find("=") <= 0:
             errors.append(f"{where}: env entry {env!r} is not NAME=VALUE")
-    for node in _checked_list(edits, "deviceNodes", where, errors):
-        if not isinstance(node, dict):
-            errors.append(f"{where}: a device node is not an object")
-            continue
+    for node in _checked_objects(edits, "deviceNodes", "device node", where, errors):
         known(node, "deviceNode", f"{where} device node")
         path = node.get("path")
         if not isinstance(path, str) or not path:
@@ -187,10 +184,7 @@ def _check_edits(edits: dict[str, Any], where: str, known: Any, errors: list[str
         perms = node.get("permissions", "")
         if not isinstance(perms, str) or (perms != "none" and perms.strip("rwm")):
             errors.append(f"{where}: device {path!r} has invalid permissions {perms!r}")
-    for mount in _checked_list(edits, "mounts", where, errors):
-        if not isinstance(mount, dict):
-            errors.append(f"{where}: a mount is not an object")
-            continue
+    for mount in _checked_objects(edits, "mounts", "mount", where, errors):
         known(mount, "mount", f"{where} mount")
         for field in ("hostPath", "containerPath"):
             if not isinstance(mount.get(field), str) or not mount[field]:
@@ -198,10 +192,7 @@ def _check_edits(edits: dict[str, Any], where: str, known: Any, errors: list[str
         options = mount.get("options", [])
         if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
             errors.append(f"{where}: mount options must be a list of strings")
-    for hook in _checked_list(edits, "hooks", where, errors):
-        if not isinstance(hook, dict):
-            errors.append(f"{where}: a hook is not an object")
-            continue
+    for hook in _checked_objects(edits, "hooks", "hook", where, errors):
         known(hook, "hook", f"{where} hook")
         name = hook.get("hookName")
         if name not in _HOOK_NAMES:
@@ -230,6 +221,19 @@ def _checked_list(edits: dict[str, Any], field: str, where: str,
         errors.append(f"{where}: {field} must be a list")
         return []
     return value
+
+
+def _checked_objects(edits: dict[str, Any], field: str, kind: str, where: str,
+                     errors: list[str]) -> list[dict[str, Any]]:
+    """The objects of a list field; each item that is not one is an error ("a mount is not an
+    object") and is left out."""
+    items = []
+    for item in _checked_list(edits, field, where, errors):
+        if isinstance(item, dict):
+            items.append(item)
+        else:
+            errors.append(f"{where}: a {kind} is not an object")
+    return items
 
 
 def _strings(value: Any) -> list[str]:
