@@ -243,6 +243,9 @@ _DELETE = object()
     ("containerEdits.hooks.0.env", ["PATH"], "NAME=VALUE"),
     ("containerEdits.additionalGids", [44], "needs cdiVersion 0.7.0"),
     ("containerEdits.mounts.0.hostPath", "/lib/\udcff.so", "not valid UTF-8"),
+    ("containerEdits.deviceNodes.0", "/dev/nvidia0", "a device node is not an object"),
+    ("containerEdits.mounts.0", ["/a", "/b"], "a mount is not an object"),
+    ("containerEdits.hooks.0", 7, "a hook is not an object"),
 ])
 def test_validate_rejects(path: str, value: Any, error: str) -> None:
     problems = cdiversion.validate_spec(_mutate(path, value))
