@@ -38,14 +38,11 @@ from tests.engines.conftest import (
     SYSTEM_PATH,
     Nvhook,
     Run,
-    _children_named,
     _wait,
     nvhook,
     oci_archive,
-    remove_cgroups,
     run_dirs_cleaned,
-    stop_pid,
-    unmount_under,
+    stop_containerd,
 )
 from tests.fakedriver import FakeDriver, build_fake_driver
 
@@ -201,18 +198,7 @@ def cri_node(nvhook: Nvhook, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             yield node
         finally:
             cri.close()
-            if proc.poll() is None:
-                for task in ctr("task", "ls", "-q").stdout.split():
-                    ctr("task", "kill", "-s", "SIGKILL", task)
-                    ctr("task", "delete", "-f", task)
-            stop_pid(proc.pid, timeout=20, proc=proc)
-            for shim in _children_named("containerd-shim", str(sock)):
-                stop_pid(shim, timeout=5)
-            unmount_under(work)
-            unmount_under(run_dir)
-            shutil.rmtree(run_dir, ignore_errors=True)
-            shutil.rmtree(work / "root", ignore_errors=True)
-            remove_cgroups(cgroup)
+            stop_containerd(proc, sock, ctr, work, run_dir, cgroup)
 
 
 def _cri_ready(cri: Cri):  # type: ignore[no-untyped-def]

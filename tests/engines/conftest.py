@@ -526,20 +526,29 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 raise RuntimeError(f"ctr image import failed: {imp.stdout}{imp.stderr}")
             yield c
         finally:
-            if proc.poll() is None:
-                for task in c.ctr("task", "ls", "-q", timeout=30).stdout.split():
-                    c.ctr("task", "kill", "-s", "SIGKILL", task, timeout=30)
-                    c.ctr("task", "delete", "-f", task, timeout=30)
-                for ctr_id in c.ctr("container", "ls", "-q", timeout=30).stdout.split():
-                    c.ctr("container", "delete", ctr_id, timeout=30)
-            stop_pid(proc.pid, timeout=20, proc=proc)
-            for shim in _children_named("containerd-shim", str(sock)):
-                stop_pid(shim, timeout=5)
-            unmount_under(work)
-            unmount_under(run_dir)
-            shutil.rmtree(run_dir, ignore_errors=True)
-            shutil.rmtree(work / "root", ignore_errors=True)
-            remove_cgroups(c.namespace)
+            stop_containerd(proc, sock, lambda *a: c.ctr(*a, timeout=30), work, run_dir,
+                            c.namespace)
+
+
+def stop_containerd(proc: subprocess.Popen[Any], sock: Path,
+                    ctr: Callable[..., subprocess.CompletedProcess[str]], work: Path,
+                    run_dir: Path, cgroup: str) -> None:
+    """Stop a containerd a fixture started (its tasks killed and deleted first, its
+    containers removed, its shims stopped) and remove what it left: mounts, state, cgroups."""
+    if proc.poll() is None:
+        for task in ctr("task", "ls", "-q").stdout.split():
+            ctr("task", "kill", "-s", "SIGKILL", task)
+            ctr("task", "delete", "-f", task)
+        for ctr_id in ctr("container", "ls", "-q").stdout.split():
+            ctr("container", "delete", ctr_id)
+    stop_pid(proc.pid, timeout=20, proc=proc)
+    for shim in _children_named("containerd-shim", str(sock)):
+        stop_pid(shim, timeout=5)
+    unmount_under(work)
+    unmount_under(run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.rmtree(work / "root", ignore_errors=True)
+    remove_cgroups(cgroup)
 
 
 def _children_named(name: str, marker: str) -> list[int]:
